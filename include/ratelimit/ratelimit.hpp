@@ -1,0 +1,7 @@
+#pragma once
+// ratelimit: every part that needs no third-party library.
+
+#include "clock.hpp"
+#include "limiter.hpp"
+#include "rate.hpp"
+#include "token_bucket.hpp"

@@ -1,0 +1,400 @@
+#pragma once
+// ratelimit::token_bucket: the lock-free token bucket.
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "clock.hpp"
+#include "detail/chrono.hpp"
+#include "detail/gcra.hpp"
+#include "detail/text.hpp"
+#include "limiter.hpp"
+#include "rate.hpp"
+
+namespace ratelimit {
+
+/// A token bucket of `capacity` permits, initially full, refilled at rate `r`
+/// (one permit every r.interval()). A request for n permits is granted when
+/// the bucket holds n; `reserve` and `acquire` may take them ahead of time,
+/// leaving the bucket in debt until the refill covers it.
+///
+/// Guarantee: in any interval of length T at most `capacity + r·T` permits
+/// are granted, counting reserved permits at their ready_at() (the interval
+/// is rounded up to a tick of 1/16 ns, so the bound holds exactly).
+/// Blocking callers are served first come, first served: `acquire` reserves
+/// and then sleeps, so there is no retry loop and no thundering herd.
+///
+/// Lock-free: the state is one 64-bit atomic word (the GCRA theoretical
+/// arrival time, see detail/gcra.hpp); a grant is one compare-and-swap, a
+/// refusal two loads and no write. No allocation, no lock held while sleeping.
+/// `set_rate` and `set_capacity` take a writers-only spin lock, as does, once
+/// every 4.5 years of uptime, moving the tick origin forward.
+///
+/// Edge cases: n == 0 succeeds at once; n < 0 throws std::invalid_argument;
+/// n > capacity() never blocks (`try_*` return false, `acquire` and `reserve`
+/// throw capacity_exceeded). A clock that stands still refills nothing; one
+/// that jumps back before construction counts as construction time. Rates
+/// faster than 1.6·10^10 per second are clamped to that; very slow rates
+/// (down to one permit in 10^20 years) use coarser ticks.
+template <clock Clock = std::chrono::steady_clock>
+class token_bucket {
+public:
+    using clock_type = Clock;
+    using duration = typename Clock::duration;
+    using time_point = typename Clock::time_point;
+
+    /// A full bucket of `capacity` permits (> 0) refilled at `r`.
+    token_bucket(rate r, std::int64_t capacity, Clock c = {}) : clock_(std::move(c)), rate_(r) {
+        detail::check_positive(name, "capacity", capacity);
+        const config first = make_config(r, capacity, now_ns(clock_.now()), 0);
+        store(slots_[0], first);
+        word_.store(pack(0, 0), std::memory_order_release);
+    }
+    token_bucket(const token_bucket&) = delete;
+    token_bucket& operator=(const token_bucket&) = delete;
+    ~token_bucket() = default;
+
+    /// Takes n permits if the bucket holds them now; never blocks.
+    bool try_acquire(std::int64_t n = 1) {
+        detail::check_count(name, n);
+        if (n == 0) return true;
+        const time_point now = clock_.now();
+        return take(n, now, now).outcome == detail::gcra::verdict::granted;
+    }
+
+    /// Takes n permits if they can be had within `d`, sleeping until then; returns
+    /// false at once when the earliest grant is later.
+    bool try_acquire_for(std::int64_t n, duration d) {
+        detail::check_count(name, n);
+        if (n == 0) return true;
+        const time_point now = clock_.now();
+        return wait_for(take(n, now, deadline_after(now, d)), now);
+    }
+
+    /// Takes n permits if they can be had by `t`, sleeping until then; returns
+    /// false at once when the earliest grant is later. A past `t` acts as now.
+    bool try_acquire_until(std::int64_t n, time_point t) {
+        detail::check_count(name, n);
+        if (n == 0) return true;
+        const time_point now = clock_.now();
+        return wait_for(take(n, now, t), now);
+    }
+
+    /// Takes n permits, sleeping until they are usable; returns the time slept.
+    /// Throws capacity_exceeded when n > capacity().
+    duration acquire(std::int64_t n = 1) {
+        reservation<Clock> r = reserve(n);
+        const duration waited = r.delay();
+        r.wait();
+        return waited;
+    }
+
+    /// Takes n permits now, possibly ahead of time; the reservation says when
+    /// they may be used. Throws capacity_exceeded when n > capacity().
+    reservation<Clock> reserve(std::int64_t n = 1) {
+        detail::check_count(name, n);
+        const time_point now = clock_.now();
+        if (n == 0) return reservation<Clock>(clock_, now, 0);
+        const grant g = take(n, now, std::nullopt);
+        if (g.outcome == detail::gcra::verdict::never) throw capacity_exceeded(name, n, g.capacity);
+        if (g.outcome != detail::gcra::verdict::granted) {
+            throw std::overflow_error(std::string(name) + ": n = " + std::to_string(n) +
+                                      " would be ready beyond the representable time range");
+        }
+        return reservation<Clock>(clock_, g.ready_at, n, {this, &give_back, g.record});
+    }
+
+    /// Gives back n unused permits, never beyond a full bucket.
+    void refund(std::int64_t n) {
+        detail::check_count(name, n);
+        if (n == 0) return;
+        update([n](const detail::gcra::params& p, detail::gcra::ticks tat, detail::gcra::ticks now) { return detail::gcra::refund(p, tat, now, n); });
+    }
+
+    /// Whole permits in the bucket now; negative while reservations run ahead of the refill.
+    [[nodiscard]] std::int64_t available() {
+        return read([](const detail::gcra::params& p, detail::gcra::ticks tat, detail::gcra::ticks now, const config&) {
+            return detail::gcra::available(p, tat, now);
+        });
+    }
+
+    /// How long until n permits could be taken; duration::max() when n > capacity().
+    [[nodiscard]] duration time_until_available(std::int64_t n = 1) {
+        detail::check_count(name, n);
+        if (n == 0) return duration::zero();
+        return read([n](const detail::gcra::params& p, detail::gcra::ticks tat, detail::gcra::ticks now, const config& c) {
+            const detail::gcra::decision d = detail::gcra::decide(p, tat, now, n, std::numeric_limits<detail::gcra::ticks>::max());
+            if (d.outcome != detail::gcra::verdict::granted) return duration::max();
+            const std::int64_t wait_ns = c.scale.to_ns(d.ready_at) - c.scale.to_ns(now);
+            return detail::duration_from_ns<duration>(wait_ns);
+        });
+    }
+
+    /// The most permits the bucket holds.
+    [[nodiscard]] std::int64_t capacity() const noexcept { return load().cfg.params.capacity; }
+
+    /// The refill rate.
+    [[nodiscard]] rate current_rate() const {
+        writer_guard guard(writer_);
+        return rate_;
+    }
+
+    /// Changes the refill rate at once, keeping the current permit count.
+    void set_rate(rate r) { reconfigure(r, std::nullopt); }
+
+    /// Changes the capacity at once (> 0), keeping the current permit count capped at it.
+    void set_capacity(std::int64_t capacity) {
+        detail::check_positive(name, "capacity", capacity);
+        reconfigure(std::nullopt, capacity);
+    }
+
+    /// The clock the bucket reads.
+    [[nodiscard]] const Clock& get_clock() const noexcept { return clock_; }
+
+private:
+    static constexpr const char* name = "ratelimit::token_bucket";
+    using record_type = typename detail::canceller<time_point>::record_type;
+
+    /// One configuration: the math's parameters, the tick scale, and a serial number.
+    struct config {
+        detail::gcra::params params;
+        detail::gcra::time_scale scale;
+        std::int64_t epoch = 0;
+    };
+
+    /// A configuration as atomics, so readers never race with a writer.
+    struct slot {
+        std::atomic<std::int64_t> interval{1};
+        std::atomic<std::int64_t> capacity{1};
+        std::atomic<std::int64_t> origin_ns{0};
+        std::atomic<std::int64_t> epoch{0};
+        std::atomic<int> shift{0};
+    };
+
+    /// The state word and the configuration it was made under.
+    struct view {
+        std::uint64_t word;
+        config cfg;
+        [[nodiscard]] detail::gcra::ticks tat() const noexcept { return static_cast<detail::gcra::ticks>(word >> 2); }
+        [[nodiscard]] unsigned generation() const noexcept { return static_cast<unsigned>(word & 3U); }
+    };
+
+    /// What take() decided, in the caller's time.
+    struct grant {
+        detail::gcra::verdict outcome;
+        time_point ready_at;
+        std::int64_t capacity;
+        record_type record;  // {end tick, config epoch, end ns}: for cancel
+    };
+
+    class writer_guard {
+    public:
+        explicit writer_guard(std::atomic_flag& flag) noexcept : flag_(flag) {
+            while (flag_.test_and_set(std::memory_order_acquire)) flag_.wait(true, std::memory_order_relaxed);
+        }
+        ~writer_guard() {
+            flag_.clear(std::memory_order_release);
+            flag_.notify_one();
+        }
+        writer_guard(const writer_guard&) = delete;
+        writer_guard& operator=(const writer_guard&) = delete;
+
+    private:
+        std::atomic_flag& flag_;
+    };
+
+    static constexpr std::uint64_t pack(detail::gcra::ticks tat, unsigned generation) noexcept {
+        return (static_cast<std::uint64_t>(tat) << 2) | (generation & 3U);
+    }
+
+    static std::int64_t now_ns(time_point t) noexcept { return detail::saturating_ns(t.time_since_epoch()); }
+    static time_point from_ns(std::int64_t ns) noexcept { return time_point{detail::duration_from_ns<duration>(ns)}; }
+
+    static time_point deadline_after(time_point now, duration d) noexcept {
+        if (d <= duration::zero()) return now;
+        return time_point{detail::saturating_add(now.time_since_epoch(), d)};
+    }
+
+    /// The finest configuration that represents `r` and `capacity`, with tick 0 at `origin_ns`.
+    static config make_config(rate r, std::int64_t capacity, std::int64_t origin_ns, std::int64_t epoch) {
+        const long double interval_ns = r.exact_interval().count();
+        const std::optional<int> shift = detail::gcra::finest_fitting_shift(interval_ns, capacity);
+        if (!shift) {
+            throw std::invalid_argument(std::string(name) + ": capacity " + std::to_string(capacity) +
+                                        " at one permit every " + detail::number_text(static_cast<double>(interval_ns)) +
+                                        "ns spans more time than the state can hold");
+        }
+        return config{{detail::gcra::interval_ticks(interval_ns, *shift), capacity}, {origin_ns, *shift}, epoch};
+    }
+
+    static void store(slot& s, const config& c) noexcept {
+        s.interval.store(c.params.interval, std::memory_order_relaxed);
+        s.capacity.store(c.params.capacity, std::memory_order_relaxed);
+        s.origin_ns.store(c.scale.origin_ns, std::memory_order_relaxed);
+        s.epoch.store(c.epoch, std::memory_order_relaxed);
+        s.shift.store(c.scale.shift, std::memory_order_relaxed);
+    }
+
+    /// The state word and its configuration. A caller that acts on the view
+    /// validates it: a CAS on view.word, or unchanged(view) for a read.
+    [[nodiscard]] view load() const noexcept {
+        const std::uint64_t w = word_.load(std::memory_order_acquire);
+        const slot& s = slots_[w & 1U];
+        view v{w,
+               {{s.interval.load(std::memory_order_relaxed), s.capacity.load(std::memory_order_relaxed)},
+                {s.origin_ns.load(std::memory_order_relaxed), s.shift.load(std::memory_order_relaxed)},
+                s.epoch.load(std::memory_order_relaxed)}};
+        std::atomic_thread_fence(std::memory_order_acquire);  // the slot reads happen before the re-check
+        return v;
+    }
+
+    [[nodiscard]] bool unchanged(const view& v) const noexcept {
+        return word_.load(std::memory_order_relaxed) == v.word;
+    }
+
+    /// `now` in v's ticks, or nothing when the origin must move first.
+    [[nodiscard]] static std::optional<detail::gcra::ticks> ticks_at(const view& v, std::int64_t now) noexcept {
+        const detail::gcra::ticks t = v.cfg.scale.to_ticks(now);
+        if (t >= detail::gcra::rebase_threshold) return std::nullopt;
+        return t;
+    }
+
+    /// The one admission decision: n permits at `now`, usable by `deadline`
+    /// (none: whenever). Grants with one CAS; refuses without writing.
+    grant take(std::int64_t n, time_point now, std::optional<time_point> deadline) {
+        const std::int64_t now_at = now_ns(now);
+        const std::int64_t deadline_at = deadline ? now_ns(*deadline) : std::numeric_limits<std::int64_t>::max();
+        for (;;) {
+            view v = load();
+            const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
+            if (!now_t) {
+                reconfigure(std::nullopt, std::nullopt);
+                continue;
+            }
+            const detail::gcra::ticks deadline_t =
+                deadline ? v.cfg.scale.to_ticks(deadline_at) : std::numeric_limits<detail::gcra::ticks>::max();
+            const detail::gcra::decision d = detail::gcra::decide(v.cfg.params, v.tat(), *now_t, n, deadline_t);
+            if (d.outcome != detail::gcra::verdict::granted) {
+                if (!unchanged(v)) continue;
+                return {d.outcome, now, v.cfg.params.capacity, {}};
+            }
+            if (word_.compare_exchange_weak(v.word, pack(d.tat, v.generation()), std::memory_order_acq_rel,
+                                            std::memory_order_relaxed)) {
+                const time_point ready = d.ready_at == *now_t ? now : from_ns(v.cfg.scale.to_ns(d.ready_at));
+                return {detail::gcra::verdict::granted, ready, v.cfg.params.capacity,
+                        record_type{d.tat, v.cfg.epoch, v.cfg.scale.to_ns(d.tat)}};
+            }
+        }
+    }
+
+    /// Sleeps until a granted request is usable; false when it was refused.
+    bool wait_for(const grant& g, time_point now) {
+        if (g.outcome != detail::gcra::verdict::granted) return false;
+        if (g.ready_at > now) ratelimit::sleep_until(clock_, g.ready_at);
+        return true;
+    }
+
+    /// Applies `next(params, tat, now) -> tat` with a CAS loop.
+    template <class Next>
+    void update(Next next) {
+        const std::int64_t now_at = now_ns(clock_.now());
+        for (;;) {
+            view v = load();
+            const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
+            if (!now_t) {
+                reconfigure(std::nullopt, std::nullopt);
+                continue;
+            }
+            const detail::gcra::ticks tat = next(v.cfg.params, v.tat(), *now_t);
+            if (tat == v.tat()) {
+                if (unchanged(v)) return;
+                continue;
+            }
+            if (word_.compare_exchange_weak(v.word, pack(tat, v.generation()), std::memory_order_acq_rel,
+                                            std::memory_order_relaxed)) {
+                return;
+            }
+        }
+    }
+
+    /// Evaluates `f(params, tat, now, config)` on a consistent snapshot.
+    template <class F>
+    auto read(F f) {
+        const std::int64_t now_at = now_ns(clock_.now());
+        for (;;) {
+            const view v = load();
+            const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
+            if (!now_t) {
+                reconfigure(std::nullopt, std::nullopt);
+                continue;
+            }
+            auto result = f(v.cfg.params, v.tat(), *now_t, v.cfg);
+            if (unchanged(v)) return result;
+        }
+    }
+
+    /// Cancel rule for reservations (see detail::gcra::cancel).
+    static void give_back(void* owner, std::int64_t n, time_point ready_at, const record_type& record) noexcept {
+        auto& self = *static_cast<token_bucket*>(owner);
+        const time_point now = self.clock_.now();
+        if (now > ready_at) return;
+        const std::int64_t now_at = now_ns(now);
+        const std::int64_t ready_ns = now_ns(ready_at);
+        for (;;) {
+            view v = self.load();
+            const detail::gcra::ticks now_t = v.cfg.scale.to_ticks(now_at);
+            const detail::gcra::ticks end = v.cfg.epoch == record[1] ? record[0] : v.cfg.scale.to_ticks(record[2]);
+            const detail::gcra::ticks ready_t = std::max(now_t, v.cfg.scale.to_ticks(ready_ns));
+            const detail::gcra::ticks tat = detail::gcra::cancel(v.cfg.params, v.tat(), now_t, n, end, ready_t);
+            if (tat == v.tat()) {
+                if (self.unchanged(v)) return;
+                continue;
+            }
+            if (self.word_.compare_exchange_weak(v.word, pack(tat, v.generation()), std::memory_order_acq_rel,
+                                                 std::memory_order_relaxed)) {
+                return;
+            }
+        }
+    }
+
+    /// Installs a new configuration (new rate, capacity, or just a new origin
+    /// at now), converting the state so the permit count is kept.
+    void reconfigure(std::optional<rate> new_rate, std::optional<std::int64_t> new_capacity) {
+        writer_guard guard(writer_);
+        const std::int64_t now_at = now_ns(clock_.now());
+        view v = load();
+        const rate r = new_rate.value_or(rate_);
+        const config next = make_config(r, new_capacity.value_or(v.cfg.params.capacity), now_at, v.cfg.epoch + 1);
+        rate_ = r;
+        const unsigned generation = (v.generation() + 1U) & 3U;
+        // Readers still holding the previous generation may read this slot;
+        // the fence makes them see the word move on and retry.
+        std::atomic_thread_fence(std::memory_order_release);
+        store(slots_[generation & 1U], next);
+        const bool same_tick = v.cfg.scale.shift == next.scale.shift;
+        const detail::gcra::ticks now_next = next.scale.to_ticks(now_at);
+        for (;;) {
+            const detail::gcra::ticks now_prev = v.cfg.scale.to_ticks(now_at);
+            const detail::gcra::ticks tat = detail::gcra::rescale(v.cfg.params, v.tat(), now_prev, next.params, now_next, same_tick);
+            if (word_.compare_exchange_weak(v.word, pack(tat, generation), std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+                return;
+            }
+        }
+    }
+
+    [[no_unique_address]] Clock clock_;
+    std::atomic<std::uint64_t> word_{0};  // (theoretical arrival time << 2) | generation
+    std::array<slot, 2> slots_{};         // the configuration of generation g is slots_[g & 1]
+    rate rate_;                           // guarded by writer_
+    mutable std::atomic_flag writer_ = ATOMIC_FLAG_INIT;
+};
+
+}  // namespace ratelimit

@@ -1,0 +1,159 @@
+// The shared contract of ratelimit::limiter, checked on every limiter type.
+// Each type's construction lives in tests/support/fixtures/<limiter>.hpp.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/catch.hpp"
+#include "support/fixtures/token_bucket.hpp"
+
+using namespace std::chrono_literals;
+using ratelimit::manual_clock;
+using ratelimit_test::fixture;
+
+#define RATELIMIT_CONFORMING_TYPES ratelimit::token_bucket<manual_clock>
+
+namespace {
+
+template <class L>
+std::int64_t grant_singles(L& limiter, std::int64_t most) {
+    std::int64_t granted = 0;
+    while (granted < most + 1 && limiter.try_acquire(1)) ++granted;
+    return granted;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("every limiter meets the limiter concept", "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    STATIC_REQUIRE(ratelimit::limiter<TestType>);
+    STATIC_REQUIRE(std::is_same_v<typename TestType::clock_type, manual_clock>);
+}
+
+TEMPLATE_TEST_CASE("a fresh limiter grants exactly its burst at one instant", "[conformance]",
+                   RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    CHECK(grant_singles(*limiter, fixture<TestType>::burst) == fixture<TestType>::burst);
+    CHECK_FALSE(limiter->try_acquire(1));
+}
+
+TEMPLATE_TEST_CASE("n == 0 always succeeds at once, even when exhausted", "[conformance]",
+                   RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    grant_singles(*limiter, fixture<TestType>::burst);
+    const auto before = clock.now();
+    CHECK(limiter->try_acquire(0));
+    CHECK(limiter->try_acquire_for(0, 0ns));
+    CHECK(limiter->try_acquire_until(0, before - 1s));
+    CHECK(limiter->acquire(0) == TestType::duration::zero());
+    CHECK(clock.now() == before);
+}
+
+TEMPLATE_TEST_CASE("a negative n throws invalid_argument naming n", "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    CHECK_THROWS_AS(limiter->try_acquire(-1), std::invalid_argument);
+    CHECK_THROWS_AS(limiter->try_acquire_for(-1, 1s), std::invalid_argument);
+    CHECK_THROWS_AS(limiter->try_acquire_until(-1, clock.now() + 1s), std::invalid_argument);
+    CHECK_THROWS_AS(limiter->acquire(-1), std::invalid_argument);
+    try {
+        (void)limiter->try_acquire(-7);
+        FAIL("no exception");
+    } catch (const std::invalid_argument& e) {
+        CHECK(std::string(e.what()).find("-7") != std::string::npos);
+    }
+    CHECK(grant_singles(*limiter, fixture<TestType>::burst) == fixture<TestType>::burst);  // nothing taken
+}
+
+TEMPLATE_TEST_CASE("n above capacity never blocks and never succeeds", "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    const std::int64_t too_many = fixture<TestType>::max_n + 1;
+    const auto before = clock.now();
+    CHECK_FALSE(limiter->try_acquire(too_many));
+    CHECK_FALSE(limiter->try_acquire_for(too_many, 1h));
+    CHECK_FALSE(limiter->try_acquire_until(too_many, before + 1h));
+    CHECK_THROWS_AS(limiter->acquire(too_many), ratelimit::capacity_exceeded);
+    CHECK(clock.now() == before);
+    CHECK(grant_singles(*limiter, fixture<TestType>::burst) == fixture<TestType>::burst);  // nothing taken
+}
+
+TEMPLATE_TEST_CASE("the largest n is granted to a fresh limiter", "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    (void)limiter->acquire(fixture<TestType>::max_n);
+    CHECK_FALSE(limiter->try_acquire(1));
+}
+
+TEMPLATE_TEST_CASE("a failed call changes nothing", "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    const std::int64_t burst = fixture<TestType>::burst;
+    for (std::int64_t i = 0; i < burst - 1; ++i) REQUIRE(limiter->try_acquire(1));
+    // One single is left: asking for two fails and leaves it.
+    CHECK_FALSE(limiter->try_acquire(2));
+    CHECK_FALSE(limiter->try_acquire_for(2, 1ns));
+    CHECK_FALSE(limiter->try_acquire_until(2, clock.now()));
+    CHECK(limiter->try_acquire(1));
+    CHECK_FALSE(limiter->try_acquire(1));
+}
+
+TEMPLATE_TEST_CASE("a deadline before the earliest grant fails without sleeping in vain", "[conformance]",
+                   RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    grant_singles(*limiter, fixture<TestType>::burst);
+    const auto before = clock.now();
+    CHECK_FALSE(limiter->try_acquire_for(1, 1ns));
+    CHECK(clock.now() - before <= 1ns);
+    CHECK_FALSE(limiter->try_acquire_until(1, clock.now() + 1ns));
+    CHECK(clock.now() - before <= 2ns);
+}
+
+TEMPLATE_TEST_CASE("a deadline already past behaves as try_acquire", "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock{manual_clock::time_point{1h}};
+    auto limiter = fixture<TestType>::make(clock);
+    const auto before = clock.now();
+    CHECK(limiter->try_acquire_until(1, before - 1s));
+    CHECK(limiter->try_acquire_for(1, -1s));
+    CHECK(clock.now() == before);
+    grant_singles(*limiter, fixture<TestType>::burst);
+    CHECK_FALSE(limiter->try_acquire_until(1, before - 1s));
+    CHECK(clock.now() == before);
+}
+
+TEMPLATE_TEST_CASE("a limiter recovers its burst", "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    const std::int64_t burst = fixture<TestType>::burst;
+    REQUIRE(grant_singles(*limiter, burst) == burst);
+    fixture<TestType>::recover(*limiter, clock);
+    CHECK(grant_singles(*limiter, burst) == burst);
+}
+
+TEMPLATE_TEST_CASE("threads racing at one instant get exactly the burst", "[conformance][thread]",
+                   RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    constexpr int threads = 8;
+    std::atomic<std::int64_t> granted{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> workers;
+    for (int i = 0; i < threads; ++i) {
+        workers.emplace_back([&] {
+            while (!go.load()) std::this_thread::yield();
+            for (int attempt = 0; attempt < 200; ++attempt) {
+                if (limiter->try_acquire(1)) granted.fetch_add(1);
+            }
+        });
+    }
+    go.store(true);
+    for (auto& worker : workers) worker.join();
+    CHECK(granted.load() == fixture<TestType>::burst);
+}

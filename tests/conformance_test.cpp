@@ -10,13 +10,15 @@
 #include <vector>
 
 #include "support/catch.hpp"
+#include "support/fixtures/adaptive_limiter.hpp"
 #include "support/fixtures/token_bucket.hpp"
 
 using namespace std::chrono_literals;
 using ratelimit::manual_clock;
 using ratelimit_test::fixture;
 
-#define RATELIMIT_CONFORMING_TYPES ratelimit::token_bucket<manual_clock>
+#define RATELIMIT_CONFORMING_TYPES \
+    ratelimit::token_bucket<manual_clock>, ratelimit::adaptive_limiter<manual_clock>
 
 namespace {
 

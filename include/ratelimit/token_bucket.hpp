@@ -1,6 +1,7 @@
 #pragma once
 // ratelimit::token_bucket: the lock-free token bucket.
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -26,8 +27,10 @@ namespace ratelimit {
 /// leaving the bucket in debt until the refill covers it.
 ///
 /// Guarantee: in any interval of length T at most `capacity + r·T` permits
-/// are granted, counting reserved permits at their ready_at() (the interval
-/// is rounded up to a tick of 1/16 ns, so the bound holds exactly).
+/// are granted, counting reserved permits at their ready_at(). The bound is
+/// exact in the bucket's ticks of 1/16 ns (the interval is rounded up to a
+/// whole tick); ready_at() rounds a tick up to the clock's next nanosecond,
+/// so between two such times it holds with T lengthened by 1 ns.
 /// Blocking callers are served first come, first served: `acquire` reserves
 /// and then sleeps, so there is no retry loop and no thundering herd.
 ///
@@ -42,7 +45,8 @@ namespace ratelimit {
 /// throw capacity_exceeded). A clock that stands still refills nothing; one
 /// that jumps back before construction counts as construction time. Rates
 /// faster than 1.6·10^10 per second are clamped to that; very slow rates
-/// (down to one permit in 10^20 years) use coarser ticks.
+/// (down to one permit in 10^20 years) and large capacities use coarser
+/// ticks. A capacity above 2^59 throws std::invalid_argument.
 template <clock Clock = std::chrono::steady_clock>
 class token_bucket {
 public:
@@ -120,20 +124,24 @@ public:
 
     /// Whole permits in the bucket now; negative while reservations run ahead of the refill.
     [[nodiscard]] std::int64_t available() {
-        return read([](const detail::gcra::params& p, detail::gcra::ticks tat, detail::gcra::ticks now, const config&) {
-            return detail::gcra::available(p, tat, now);
-        });
+        return read([](const detail::gcra::params& p, detail::gcra::ticks tat, detail::gcra::ticks now, const config&,
+                       std::int64_t) { return detail::gcra::available(p, tat, now); });
     }
 
     /// How long until n permits could be taken; duration::max() when n > capacity().
     [[nodiscard]] duration time_until_available(std::int64_t n = 1) {
         detail::check_count(name, n);
         if (n == 0) return duration::zero();
-        return read([n](const detail::gcra::params& p, detail::gcra::ticks tat, detail::gcra::ticks now, const config& c) {
+        return read([n](const detail::gcra::params& p, detail::gcra::ticks tat, detail::gcra::ticks now,
+                        const config& c, std::int64_t now_at) {
             const detail::gcra::decision d = detail::gcra::decide(p, tat, now, n, std::numeric_limits<detail::gcra::ticks>::max());
             if (d.outcome != detail::gcra::verdict::granted) return duration::max();
-            const std::int64_t wait_ns = c.scale.to_ns(d.ready_at) - c.scale.to_ns(now);
-            return detail::duration_from_ns<duration>(wait_ns);
+            if (d.ready_at == now) return duration::zero();
+            // From the clock's own nanosecond, not from the tick it falls in
+            // (a coarse tick would add up to one tick to the wait).
+            std::int64_t wait_ns = 0;
+            if (__builtin_sub_overflow(c.scale.to_ns(d.ready_at), now_at, &wait_ns)) return duration::max();
+            return detail::duration_from_ns<duration>(std::max<std::int64_t>(wait_ns, 0));
         });
     }
 
@@ -225,6 +233,11 @@ private:
     /// The finest configuration that represents `r` and `capacity`, with tick 0 at `origin_ns`.
     static config make_config(rate r, std::int64_t capacity, std::int64_t origin_ns, std::int64_t epoch) {
         const long double interval_ns = r.exact_interval().count();
+        if (capacity > detail::gcra::max_tolerance) {  // a permit is at least one tick
+            throw std::invalid_argument(std::string(name) + ": capacity must be <= 2^59 (" +
+                                        std::to_string(detail::gcra::max_tolerance) + "), got " +
+                                        std::to_string(capacity));
+        }
         const std::optional<int> shift = detail::gcra::finest_fitting_shift(interval_ns, capacity);
         if (!shift) {
             throw std::invalid_argument(std::string(name) + ": capacity " + std::to_string(capacity) +
@@ -324,7 +337,7 @@ private:
         }
     }
 
-    /// Evaluates `f(params, tat, now, config)` on a consistent snapshot.
+    /// Evaluates `f(params, tat, now, config, now_ns)` on a consistent snapshot.
     template <class F>
     auto read(F f) {
         const std::int64_t now_at = now_ns(clock_.now());
@@ -335,7 +348,7 @@ private:
                 reconfigure(std::nullopt, std::nullopt);
                 continue;
             }
-            auto result = f(v.cfg.params, v.tat(), *now_t, v.cfg);
+            auto result = f(v.cfg.params, v.tat(), *now_t, v.cfg, now_at);
             if (unchanged(v)) return result;
         }
     }
@@ -371,7 +384,10 @@ private:
         const std::int64_t now_at = now_ns(clock_.now());
         view v = load();
         const rate r = new_rate.value_or(rate_);
-        const config next = make_config(r, new_capacity.value_or(v.cfg.params.capacity), now_at, v.cfg.epoch + 1);
+        // A clock behind the origin reads as the origin, so the new one never
+        // moves back (moving it back would refill that stretch a second time).
+        const std::int64_t origin = std::max(now_at, v.cfg.scale.origin_ns);
+        const config next = make_config(r, new_capacity.value_or(v.cfg.params.capacity), origin, v.cfg.epoch + 1);
         rate_ = r;
         const unsigned generation = (v.generation() + 1U) & 3U;
         // Readers still holding the previous generation may read this slot;

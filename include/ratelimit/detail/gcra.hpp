@@ -88,7 +88,8 @@ struct time_scale {
 
 /// The finest tick at which a bucket of `capacity` permits `interval_ns`
 /// apart fits the state, or nothing when none does (capacity * interval above
-/// 2^121 ns, some 10^20 years).
+/// 2^121 ns, some 10^20 years, or capacity above 2^59: a permit is at least
+/// one tick).
 [[nodiscard]] inline std::optional<int> finest_fitting_shift(long double interval_ns, std::int64_t capacity) noexcept {
     for (int shift = finest_shift; shift >= coarsest_shift; --shift) {
         const ticks interval = interval_ticks(interval_ns, shift);
@@ -134,8 +135,11 @@ struct decision {
 }
 
 /// The state after giving back n permits at `now`, never above a full bucket.
+/// Nothing comes back while reservations run ahead of the refill
+/// (tat > now + tolerance): their ready times were fixed on the permits
+/// already taken, and moving tat back would hand the same slots out twice.
 [[nodiscard]] constexpr ticks refund(params p, ticks tat, ticks now, std::int64_t n) noexcept {
-    if (tat <= now || n <= 0) return tat;
+    if (tat <= now || n <= 0 || tat - now > p.tolerance()) return tat;
     const ticks back = std::min(n, p.capacity) * p.interval;
     return std::max(tat - back, now);
 }
@@ -160,7 +164,9 @@ struct decision {
 [[nodiscard]] inline ticks rescale(params from, ticks tat, ticks now_from, params to, ticks now_to,
                                    bool same_tick) noexcept {
     const ticks debt_from = std::max(tat, now_from) - now_from;
-    if (debt_from == 0) return now_to;  // full stays full
+    // Full stays full unless the capacity grows: then the count is kept, as in
+    // x/time/rate, and the new room fills at the rate.
+    if (debt_from == 0 && to.capacity <= from.capacity) return now_to;
     if (same_tick && from == to) return std::min(now_to + debt_from, max_tat);
     const long double permits =
         std::min(static_cast<long double>(from.tolerance() - debt_from) / static_cast<long double>(from.interval),

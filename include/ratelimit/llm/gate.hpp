@@ -1,0 +1,548 @@
+#pragma once
+// ratelimit::llm::gate: admits LLM requests against requests per minute AND
+// tokens per minute AND concurrent requests, and learns from the responses.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "../clock.hpp"
+#include "../concurrency_limiter.hpp"
+#include "../detail/chrono.hpp"
+#include "../detail/text.hpp"
+#include "../headers.hpp"
+#include "../limiter.hpp"
+#include "../rate.hpp"
+#include "../token_bucket.hpp"
+#include "estimate.hpp"
+
+namespace ratelimit::llm {
+
+/// The quota a gate keeps within. A per-minute limit of 0 is unknown: the
+/// gate learns it from the provider's rate-limit headers (and until then
+/// only the concurrency bound and 429 pauses apply).
+struct gate_config {
+    std::int64_t requests_per_minute = 0;
+    std::int64_t tokens_per_minute = 0;
+    std::int64_t max_concurrent = 0;  ///< 0: unbounded
+    /// Separate input and output token limits (Anthropic-style); 0: none.
+    std::int64_t input_tokens_per_minute = 0;
+    std::int64_t output_tokens_per_minute = 0;
+    /// Providers enforce a per-minute limit over short sub-windows (600 RPM
+    /// as 10 per second): each bucket holds limit · burst_window / 1 min.
+    std::chrono::nanoseconds burst_window = std::chrono::seconds{1};
+    /// The share of every limit the gate uses, in (0, 1]: a margin for
+    /// network jitter and for other clients of the same key.
+    double headroom = 0.98;
+    /// Follow the response headers: learn unknown limits, never believe more
+    /// remains than the server says, pause on retry-after.
+    bool follow_headers = true;
+    /// acquire() gives up (throws gate_timeout) rather than wait longer.
+    std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::max();
+    /// The pause after a 429 that names no retry time.
+    std::chrono::nanoseconds default_retry_after = std::chrono::seconds{1};
+};
+
+/// What a request may cost: its prompt and the most it may generate.
+struct request_cost {
+    std::int64_t input_tokens = 0;
+    std::int64_t max_output_tokens = 0;
+    [[nodiscard]] constexpr std::int64_t total() const noexcept { return input_tokens + max_output_tokens; }
+};
+
+/// What a request did cost, from the response's `usage`.
+struct usage {
+    std::int64_t input_tokens = 0;
+    std::int64_t output_tokens = 0;
+    [[nodiscard]] constexpr std::int64_t total() const noexcept { return input_tokens + output_tokens; }
+};
+
+/// Counters since construction and the limits in force.
+struct stats {
+    std::int64_t admitted = 0;         ///< tickets handed out
+    std::int64_t completed = 0;        ///< tickets completed with a 2xx
+    std::int64_t throttled = 0;        ///< completions with 429
+    std::int64_t failed = 0;           ///< completions with another status
+    std::int64_t abandoned = 0;        ///< tickets dropped without complete()
+    std::int64_t in_flight = 0;        ///< admitted, not yet completed or dropped
+    std::int64_t tokens_reserved = 0;  ///< estimates charged at admission
+    std::int64_t tokens_used = 0;      ///< actual usage reported
+    std::int64_t tokens_refunded = 0;  ///< estimates given back after usage
+    std::int64_t tokens_overrun = 0;   ///< usage beyond the estimate, charged late
+    std::int64_t requests_per_minute = 0;  ///< limit in force (configured or learned), 0: unknown
+    std::int64_t tokens_per_minute = 0;    ///< limit in force (configured or learned), 0: unknown
+    std::chrono::nanoseconds total_wait{0};  ///< summed over admissions: ready_at − request time
+    std::chrono::nanoseconds paused_for{0};  ///< the current 429 pause still to run, 0 when none
+};
+
+/// acquire() would wait longer than gate_config::max_wait.
+struct gate_timeout : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// A gate in front of an LLM API: each request is charged one request and
+/// its tokens (input + max output) against token buckets sized to the
+/// provider's per-minute limits and sub-window (burst_window), plus one
+/// concurrency slot, all or nothing. `ticket::complete` then settles the
+/// estimate with the actual usage (refunds the unused part, charges an
+/// overrun), syncs with the response's rate-limit headers, and on a 429
+/// pauses every admission until the retry time and empties the bucket that
+/// was exceeded.
+///
+/// Guarantee: over any interval T, admissions stay within each bucket's
+/// bound (capacity + rate·T, at headroom · limit), except that one request
+/// larger than a bucket passes when that bucket is full and leaves it in
+/// debt; a request above a whole per-minute limit never passes
+/// (capacity_exceeded). Waiters are served first come, first served: a
+/// concurrency slot in FIFO order, then a reservation in every bucket, so a
+/// large request is never starved by later small ones.
+///
+/// Thread-safe; one short mutex around the buckets, never held while
+/// sleeping. The gate must outlive its tickets.
+template <clock Clock = std::chrono::steady_clock>
+class gate {
+public:
+    using clock_type = Clock;
+    using duration = typename Clock::duration;
+    using time_point = typename Clock::time_point;
+    class ticket;
+
+    explicit gate(gate_config config, Clock c = {}) : config_(checked(config)), clock_(std::move(c)) {
+        if (config_.max_concurrent > 0) slots_.emplace(config_.max_concurrent, clock_);
+        std::lock_guard lock(mutex_);
+        requests_.configured = config_.requests_per_minute > 0;
+        tokens_.configured = config_.tokens_per_minute > 0;
+        input_tokens_.configured = config_.input_tokens_per_minute > 0;
+        output_tokens_.configured = config_.output_tokens_per_minute > 0;
+        set_limit(requests_, config_.requests_per_minute);
+        set_limit(tokens_, config_.tokens_per_minute);
+        set_limit(input_tokens_, config_.input_tokens_per_minute);
+        set_limit(output_tokens_, config_.output_tokens_per_minute);
+    }
+    gate(const gate&) = delete;
+    gate& operator=(const gate&) = delete;
+    ~gate() = default;
+
+    /// Waits for a slot and the quota, first come first served; returns the
+    /// ticket once the request may be sent. Throws capacity_exceeded when the
+    /// cost can never fit, gate_timeout when the wait would exceed max_wait.
+    ticket acquire(request_cost cost) {
+        if (config_.max_wait != std::chrono::nanoseconds::max()) {
+            std::optional<ticket> t = try_acquire_until(cost, deadline_after(config_.max_wait));
+            if (!t) {
+                throw gate_timeout("ratelimit::llm::gate: the request would wait longer than max_wait (" +
+                                   std::to_string(config_.max_wait.count()) + "ns)");
+            }
+            return std::move(*t);
+        }
+        ticket t = reserve(cost);
+        t.wait();
+        return t;
+    }
+
+    /// The ticket if the request may be sent now; never blocks.
+    std::optional<ticket> try_acquire(request_cost cost) { return try_acquire_until(cost, clock_.now()); }
+
+    /// The ticket if the request may be sent by `t`, sleeping until then;
+    /// nothing at once when the quota cannot allow it by `t`.
+    std::optional<ticket> try_acquire_until(request_cost cost, time_point t) {
+        check(cost);
+        std::optional<slot_type> slot;
+        if (slots_) {
+            slot = slots_->try_lease_until(1, t);
+            if (!slot) return std::nullopt;
+        }
+        std::optional<ticket> admitted;
+        {
+            std::lock_guard lock(mutex_);
+            if (never_fits(cost)) return std::nullopt;
+            const time_point now = clock_.now();
+            const time_point ready = earliest(cost, now);
+            if (ready > std::max(t, now)) return std::nullopt;
+            admitted.emplace(charge(cost, now, std::move(slot)));
+        }
+        admitted->wait();
+        return admitted;
+    }
+
+    /// Takes a slot (waiting for one, first come first served) and reserves
+    /// the quota at once; the ticket's ready_at() says when to send. For
+    /// asynchronous code: await ready_at() on a timer instead of sleeping.
+    /// Throws capacity_exceeded when the cost can never fit.
+    ticket reserve(request_cost cost) {
+        check(cost);
+        {
+            std::lock_guard lock(mutex_);
+            throw_if_never_fits(cost);
+        }
+        std::optional<slot_type> slot;
+        if (slots_) slot.emplace(slots_->lease(1));
+        std::lock_guard lock(mutex_);
+        throw_if_never_fits(cost);  // a header may have lowered a limit meanwhile
+        return charge(cost, clock_.now(), std::move(slot));
+    }
+
+    /// Counters and the limits in force.
+    [[nodiscard]] stats snapshot() const {
+        std::lock_guard lock(mutex_);
+        stats s = stats_;
+        s.requests_per_minute = requests_.per_minute;
+        s.tokens_per_minute = tokens_.per_minute;
+        const time_point now = clock_.now();
+        s.paused_for = pause_until_ > now ? std::chrono::duration_cast<std::chrono::nanoseconds>(pause_until_ - now)
+                                          : std::chrono::nanoseconds::zero();
+        return s;
+    }
+
+    /// The configuration as given.
+    [[nodiscard]] const gate_config& config() const noexcept { return config_; }
+
+    /// When the current 429 pause ends (in the past when none is in force).
+    [[nodiscard]] time_point paused_until() const {
+        std::lock_guard lock(mutex_);
+        return pause_until_;
+    }
+
+private:
+    static constexpr const char* name = "ratelimit::llm::gate";
+    using slot_type = typename concurrency_limiter<Clock>::permit;
+
+    /// One quota dimension: its per-minute limit (0: unknown) and the bucket enforcing it.
+    struct dimension {
+        explicit dimension(const char* name_of_quota) : label(name_of_quota) {}
+        const char* label;
+        std::int64_t per_minute = 0;
+        bool configured = false;  // set by the caller: headers never raise it
+        std::optional<token_bucket<Clock>> bucket;
+    };
+
+    static gate_config checked(const gate_config& c) {
+        const auto non_negative = [](const char* field, std::int64_t value) {
+            if (value < 0) {
+                throw std::invalid_argument(std::string(name) + ": " + field + " must be >= 0, got " +
+                                            std::to_string(value));
+            }
+        };
+        non_negative("requests_per_minute", c.requests_per_minute);
+        non_negative("tokens_per_minute", c.tokens_per_minute);
+        non_negative("max_concurrent", c.max_concurrent);
+        non_negative("input_tokens_per_minute", c.input_tokens_per_minute);
+        non_negative("output_tokens_per_minute", c.output_tokens_per_minute);
+        if (c.burst_window <= std::chrono::nanoseconds::zero() || c.burst_window > std::chrono::minutes{1}) {
+            throw std::invalid_argument(std::string(name) + ": burst_window must lie in (0, 1 min], got " +
+                                        std::to_string(c.burst_window.count()) + "ns");
+        }
+        if (!(c.headroom > 0 && c.headroom <= 1)) {
+            throw std::invalid_argument(std::string(name) + ": headroom must lie in (0, 1], got " +
+                                        detail::number_text(c.headroom));
+        }
+        if (c.max_wait < std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument(std::string(name) + ": max_wait must be >= 0, got " +
+                                        std::to_string(c.max_wait.count()) + "ns");
+        }
+        if (c.default_retry_after < std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument(std::string(name) + ": default_retry_after must be >= 0, got " +
+                                        std::to_string(c.default_retry_after.count()) + "ns");
+        }
+        return c;
+    }
+
+    static void check(const request_cost& cost) {
+        if (cost.input_tokens < 0) {
+            throw std::invalid_argument(std::string(name) + ": input_tokens must be >= 0, got " +
+                                        std::to_string(cost.input_tokens));
+        }
+        if (cost.max_output_tokens < 0) {
+            throw std::invalid_argument(std::string(name) + ": max_output_tokens must be >= 0, got " +
+                                        std::to_string(cost.max_output_tokens));
+        }
+    }
+
+    time_point deadline_after(std::chrono::nanoseconds wait) const {
+        const time_point now = clock_.now();
+        return time_point{detail::saturating_add(now.time_since_epoch(), std::chrono::duration_cast<duration>(wait))};
+    }
+
+    /// Sizes `d`'s bucket for `per_minute` (0: no bucket). Requires mutex_ (or construction).
+    void set_limit(dimension& d, std::int64_t per_minute) {
+        d.per_minute = per_minute;
+        if (per_minute == 0) {
+            d.bucket.reset();
+            return;
+        }
+        const long double allowed = static_cast<long double>(per_minute) * config_.headroom;
+        const rate r = rate::per_minute(static_cast<double>(allowed));
+        const long double window_share = static_cast<long double>(config_.burst_window.count()) / 60e9L;
+        const auto capacity = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::floor(allowed * window_share)));
+        if (d.bucket) {
+            d.bucket->set_rate(r);
+            d.bucket->set_capacity(capacity);
+        } else {
+            d.bucket.emplace(r, capacity, clock_);
+        }
+    }
+
+    template <class F>
+    void for_each_token_dimension(const request_cost& cost, F f) {
+        f(tokens_, cost.total());
+        f(input_tokens_, cost.input_tokens);
+        f(output_tokens_, cost.max_output_tokens);
+    }
+
+    /// A cost above a whole per-minute limit can never be granted. Requires mutex_.
+    [[nodiscard]] bool never_fits(const request_cost& cost) {
+        bool never = false;
+        for_each_token_dimension(cost, [&never](const dimension& d, std::int64_t n) {
+            if (d.per_minute > 0 && n > d.per_minute) never = true;
+        });
+        return never;
+    }
+
+    void throw_if_never_fits(const request_cost& cost) {
+        for_each_token_dimension(cost, [](const dimension& d, std::int64_t n) {
+            if (d.per_minute > 0 && n > d.per_minute) {
+                throw capacity_exceeded(std::string(name) + " (" + d.label + " per minute)", n, d.per_minute);
+            }
+        });
+    }
+
+    /// When `n` more could be charged to `d`: when it holds n, or, for n above
+    /// its capacity, when it is full. Requires mutex_.
+    [[nodiscard]] static time_point ready_for(dimension& d, std::int64_t n, time_point now) {
+        if (!d.bucket || n == 0) return now;
+        const std::int64_t first = std::min(n, d.bucket->capacity());
+        const duration wait = d.bucket->time_until_available(first);
+        return time_point{detail::saturating_add(now.time_since_epoch(), wait)};
+    }
+
+    /// The earliest time `cost` could go: every bucket and the pause. Requires mutex_.
+    [[nodiscard]] time_point earliest(const request_cost& cost, time_point now) {
+        time_point ready = std::max(now, pause_until_);
+        ready = std::max(ready, ready_for(requests_, 1, now));
+        for_each_token_dimension(cost, [&](dimension& d, std::int64_t n) { ready = std::max(ready, ready_for(d, n, now)); });
+        return ready;
+    }
+
+    /// Charges n to `d` now; above capacity, in capacity-sized reservations
+    /// of which only the first decides when the request goes (the rest is
+    /// debt). Returns when the first is usable. Requires mutex_.
+    static time_point charge_dimension(dimension& d, std::int64_t n, time_point now) {
+        if (!d.bucket || n == 0) return now;
+        const std::int64_t capacity = d.bucket->capacity();
+        time_point ready = now;
+        bool first = true;
+        while (n > 0) {
+            const std::int64_t part = std::min(n, capacity);
+            reservation<Clock> r = d.bucket->reserve(part);
+            if (first) ready = r.ready_at();
+            first = false;
+            n -= part;
+        }
+        return ready;
+    }
+
+    /// Charges every dimension for `cost` and makes the ticket. Requires mutex_.
+    ticket charge(const request_cost& cost, time_point now, std::optional<slot_type> slot) {
+        time_point ready = std::max(now, pause_until_);
+        ready = std::max(ready, charge_dimension(requests_, 1, now));
+        for_each_token_dimension(cost, [&](dimension& d, std::int64_t n) { ready = std::max(ready, charge_dimension(d, n, now)); });
+        ++stats_.admitted;
+        ++stats_.in_flight;
+        stats_.tokens_reserved += cost.total();
+        stats_.total_wait += std::chrono::duration_cast<std::chrono::nanoseconds>(ready - now);
+        return ticket(this, cost, ready, std::move(slot));
+    }
+
+    /// Gives back n of `d` (never above full), or charges it when n < 0. Requires mutex_.
+    void settle_dimension(dimension& d, std::int64_t reserved, std::int64_t used, time_point now) {
+        if (!d.bucket) return;
+        if (used < reserved) {
+            d.bucket->refund(reserved - used);
+        } else if (used > reserved) {
+            (void)charge_dimension(d, used - reserved, now);
+        }
+    }
+
+    /// Believes the server: learns an unknown limit, and never keeps more
+    /// permits than it says remain. Requires mutex_.
+    void follow(dimension& d, const std::optional<quota_state>& quota) {
+        if (!quota) return;
+        if (quota->limit && *quota->limit > 0 && !d.configured && *quota->limit != d.per_minute) {
+            set_limit(d, *quota->limit);
+        }
+        if (quota->remaining && d.bucket) {
+            const std::int64_t excess = d.bucket->available() - *quota->remaining;
+            if (excess > 0) (void)d.bucket->try_acquire(std::min(excess, d.bucket->capacity()));
+        }
+    }
+
+    /// Empties `d`'s bucket (after a 429 on it). Requires mutex_.
+    static void drain(dimension& d) {
+        if (!d.bucket) return;
+        const std::int64_t left = d.bucket->available();
+        if (left > 0) (void)d.bucket->try_acquire(left);
+    }
+
+    /// Was `quota` the one exceeded, by the remaining count it reports?
+    static bool exhausted(const std::optional<quota_state>& quota, std::int64_t needed) {
+        return quota && quota->remaining && *quota->remaining < std::max<std::int64_t>(needed, 1);
+    }
+
+    /// Settles a completed ticket: reconciles usage, follows headers, backs off on 429.
+    void settle(const request_cost& cost, int http_status, const quota_snapshot& quota, std::optional<usage> used) {
+        std::lock_guard lock(mutex_);
+        const time_point now = clock_.now();
+        --stats_.in_flight;
+        const bool ok = http_status >= 200 && http_status < 300;
+        if (ok) {
+            ++stats_.completed;
+        } else if (http_status == 429) {
+            ++stats_.throttled;
+        } else {
+            ++stats_.failed;
+        }
+        if (ok && used) {
+            stats_.tokens_used += used->total();
+            if (used->total() < cost.total()) stats_.tokens_refunded += cost.total() - used->total();
+            if (used->total() > cost.total()) stats_.tokens_overrun += used->total() - cost.total();
+            settle_dimension(tokens_, cost.total(), used->total(), now);
+            settle_dimension(input_tokens_, cost.input_tokens, used->input_tokens, now);
+            settle_dimension(output_tokens_, cost.max_output_tokens, used->output_tokens, now);
+        }
+        if (config_.follow_headers) {
+            follow(requests_, quota.requests);
+            follow(tokens_, quota.tokens);
+            follow(input_tokens_, quota.input_tokens);
+            follow(output_tokens_, quota.output_tokens);
+        }
+        if (http_status == 429) back_off(cost, quota, now);
+    }
+
+    /// After a 429: pause every admission until the retry time and empty the
+    /// bucket(s) the server says ran out (all of them when it does not say).
+    void back_off(const request_cost& cost, const quota_snapshot& quota, time_point now) {
+        std::chrono::nanoseconds retry = quota.retry_after.value_or(config_.default_retry_after);
+        const bool requests_out = exhausted(quota.requests, 1);
+        const bool tokens_out = exhausted(quota.tokens, cost.total()) ||
+                                exhausted(quota.input_tokens, cost.input_tokens) ||
+                                exhausted(quota.output_tokens, cost.max_output_tokens);
+        if (!quota.retry_after) {  // no retry time: wait for the exhausted dimension's reset, if given
+            if (requests_out && quota.requests->reset_after) retry = std::max(retry, *quota.requests->reset_after);
+            if (tokens_out && quota.tokens && quota.tokens->reset_after) retry = std::max(retry, *quota.tokens->reset_after);
+        }
+        const time_point until{detail::saturating_add(now.time_since_epoch(), std::chrono::duration_cast<duration>(retry))};
+        pause_until_ = std::max(pause_until_, until);
+        if (requests_out || !tokens_out) drain(requests_);
+        if (tokens_out || !requests_out) {
+            drain(tokens_);
+            drain(input_tokens_);
+            drain(output_tokens_);
+        }
+    }
+
+    void abandon() {
+        std::lock_guard lock(mutex_);
+        --stats_.in_flight;
+        ++stats_.abandoned;
+    }
+
+    gate_config config_;
+    [[no_unique_address]] Clock clock_;
+    std::optional<concurrency_limiter<Clock>> slots_;
+    mutable std::mutex mutex_;
+    dimension requests_{"requests"};
+    dimension tokens_{"tokens"};
+    dimension input_tokens_{"input tokens"};
+    dimension output_tokens_{"output tokens"};
+    time_point pause_until_{};
+    stats stats_;
+
+public:
+    /// Admission for one request: holds its concurrency slot until complete()
+    /// or destruction. Dropped without complete() (an exception, a cancelled
+    /// request), it frees the slot and counts the request as sent with its
+    /// full estimate. Move-only; must not outlive its gate.
+    class [[nodiscard]] ticket {
+    public:
+        ticket(ticket&& other) noexcept
+            : gate_(std::exchange(other.gate_, nullptr)), cost_(other.cost_), ready_at_(other.ready_at_),
+              slot_(std::move(other.slot_)) {}
+        ticket& operator=(ticket&& other) noexcept {
+            if (this != &other) {
+                finish_abandoned();
+                gate_ = std::exchange(other.gate_, nullptr);
+                cost_ = other.cost_;
+                ready_at_ = other.ready_at_;
+                slot_ = std::move(other.slot_);
+            }
+            return *this;
+        }
+        ticket(const ticket&) = delete;
+        ticket& operator=(const ticket&) = delete;
+        ~ticket() { finish_abandoned(); }
+
+        /// When the request may be sent.
+        [[nodiscard]] time_point ready_at() const noexcept { return ready_at_; }
+        /// What was reserved for it.
+        [[nodiscard]] request_cost cost() const noexcept { return cost_; }
+        /// True until complete() (or a move) ends it.
+        [[nodiscard]] bool active() const noexcept { return gate_ != nullptr; }
+
+        /// Sleeps until ready_at() and the end of any 429 pause that began since.
+        void wait() {
+            if (gate_ == nullptr) return;
+            for (;;) {
+                const time_point until = std::max(ready_at_, gate_->paused_until());
+                if (until <= gate_->clock_.now()) return;
+                ratelimit::sleep_until(gate_->clock_, until);
+            }
+        }
+
+        /// Ends the request: `http_status` and the response `headers` (any range
+        /// of name/value pairs) and, for a success, the reported `used` tokens.
+        template <std::ranges::range Headers>
+        void complete(int http_status, const Headers& headers, std::optional<usage> used = std::nullopt) {
+            if (gate_ == nullptr) return;
+            const quota_snapshot quota = parse_rate_limit_headers(headers);
+            finish(http_status, quota, used);
+        }
+
+        /// Ends the request when there are no headers to follow.
+        void complete(int http_status, std::optional<usage> used = std::nullopt) {
+            if (gate_ == nullptr) return;
+            finish(http_status, quota_snapshot{}, used);
+        }
+
+    private:
+        friend class gate;
+        ticket(gate* owner, request_cost cost, time_point ready_at, std::optional<slot_type> slot) noexcept
+            : gate_(owner), cost_(cost), ready_at_(ready_at), slot_(std::move(slot)) {}
+
+        void finish(int http_status, const quota_snapshot& quota, std::optional<usage> used) {
+            gate* owner = std::exchange(gate_, nullptr);
+            slot_.reset();  // free the slot first: the request is over
+            owner->settle(cost_, http_status, quota, used);
+        }
+
+        void finish_abandoned() noexcept {
+            if (gate_ == nullptr) return;
+            gate* owner = std::exchange(gate_, nullptr);
+            slot_.reset();
+            owner->abandon();
+        }
+
+        gate* gate_ = nullptr;
+        request_cost cost_;
+        time_point ready_at_;
+        std::optional<slot_type> slot_;
+    };
+};
+
+}  // namespace ratelimit::llm

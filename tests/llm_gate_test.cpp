@@ -6,6 +6,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+#include <atomic>
+#include <thread>
 
 #include <ratelimit/llm/gate.hpp>
 
@@ -261,4 +263,46 @@ TEST_CASE("estimate_tokens over-estimates English and counts other scripts per c
     CHECK(estimate_tokens(english) == (44 + 2) / 3 + 1);
     CHECK(estimate_tokens(english) >= 44 / 4);
     CHECK(estimate_tokens("\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e") == 3 + 1);  // three CJK characters
+}
+
+TEST_CASE("tokens given back by a completed request serve the one waiting in line", "[gate][thread]") {
+    // Real clock: 6,000 tokens per minute = 100 per second, a 1 s bucket of 100.
+    gate_config c = exact(6'000, 6'000);
+    gate<> g(c);
+    auto first = g.acquire({0, 100});  // takes the whole bucket
+    const auto start = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::duration waited{};
+    std::thread second([&] {
+        auto t = g.acquire({50, 0});  // alone it would wait 500 ms for the refill
+        waited = std::chrono::steady_clock::now() - start;
+        t.complete(200, usage{50, 0});
+    });
+    std::this_thread::sleep_for(50ms);
+    first.complete(200, usage{0, 0});  // 100 tokens come back at once
+    second.join();
+    CHECK(waited < 400ms);
+    CHECK(g.snapshot().tokens_refunded == 100);
+}
+
+TEST_CASE("many threads through one gate: every ticket is accounted for", "[gate][thread]") {
+    gate_config c = exact(600'000, 60'000'000, 4);
+    c.default_retry_after = 1ms;  // each 429 pauses the gate this long
+    gate<> g(c);
+    std::vector<std::thread> threads;
+    std::atomic<int> sent{0};
+    for (int i = 0; i < 8; ++i) {
+        threads.emplace_back([&g, &sent, i] {
+            for (int k = 0; k < 200; ++k) {
+                auto t = g.acquire({10, 10});
+                sent.fetch_add(1);
+                if ((k + i) % 7 == 0) continue;  // dropped without complete
+                t.complete((k % 11 == 0) ? 429 : 200, usage{10, 5});
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    const auto s = g.snapshot();
+    CHECK(s.admitted == 1'600);
+    CHECK(s.in_flight == 0);
+    CHECK(s.completed + s.throttled + s.failed + s.abandoned == 1'600);
 }

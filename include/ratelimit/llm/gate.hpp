@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -101,8 +102,12 @@ struct gate_timeout : std::runtime_error {
 /// larger than a bucket passes when that bucket is full and leaves it in
 /// debt; a request above a whole per-minute limit never passes
 /// (capacity_exceeded). Waiters are served first come, first served: a
-/// concurrency slot in FIFO order, then a reservation in every bucket, so a
-/// large request is never starved by later small ones.
+/// concurrency slot in FIFO order, then a place in line for the quota, where
+/// only the first is served, when its whole cost fits; so a large request is
+/// never starved by later small ones. A request is charged when it goes,
+/// never ahead, so tokens given back by completed requests and room found in
+/// the headers serve the line at once. (`reserve`, for asynchronous callers,
+/// charges ahead of time instead; refunds cannot pass such a reservation.)
 ///
 /// Thread-safe; one short mutex around the buckets, never held while
 /// sleeping. The gate must outlive its tickets.
@@ -142,16 +147,24 @@ public:
             }
             return std::move(*t);
         }
-        ticket t = reserve(cost);
-        t.wait();
-        return t;
+        check(cost);
+        {
+            std::lock_guard lock(mutex_);
+            throw_if_never_fits(cost);
+        }
+        std::optional<slot_type> slot;
+        if (slots_) slot.emplace(slots_->lease(1));
+        std::optional<ticket> t = admit(cost, std::nullopt, std::move(slot));
+        if (!t) throw_if_never_fits_locked(cost);  // a header lowered a limit below the cost while it waited
+        t->wait();
+        return std::move(*t);
     }
 
-    /// The ticket if the request may be sent now; never blocks.
+    /// The ticket if the request may be sent now; never blocks, never jumps the queue.
     std::optional<ticket> try_acquire(request_cost cost) { return try_acquire_until(cost, clock_.now()); }
 
-    /// The ticket if the request may be sent by `t`, sleeping until then;
-    /// nothing at once when the quota cannot allow it by `t`.
+    /// The ticket if the request may be sent by `t`, waiting in line until
+    /// then; nothing at once when the quota cannot allow it by `t`.
     std::optional<ticket> try_acquire_until(request_cost cost, time_point t) {
         check(cost);
         std::optional<slot_type> slot;
@@ -159,16 +172,8 @@ public:
             slot = slots_->try_lease_until(1, t);
             if (!slot) return std::nullopt;
         }
-        std::optional<ticket> admitted;
-        {
-            std::lock_guard lock(mutex_);
-            if (never_fits(cost)) return std::nullopt;
-            const time_point now = clock_.now();
-            const time_point ready = earliest(cost, now);
-            if (ready > std::max(t, now)) return std::nullopt;
-            admitted.emplace(charge(cost, now, std::move(slot)));
-        }
-        admitted->wait();
+        std::optional<ticket> admitted = admit(cost, t, std::move(slot));
+        if (admitted) admitted->wait();
         return admitted;
     }
 
@@ -186,7 +191,10 @@ public:
         if (slots_) slot.emplace(slots_->lease(1));
         std::lock_guard lock(mutex_);
         throw_if_never_fits(cost);  // a header may have lowered a limit meanwhile
-        return charge(cost, clock_.now(), std::move(slot));
+        const time_point now = clock_.now();
+        ticket t = charge(cost, now, std::move(slot));
+        stats_.total_wait += std::chrono::duration_cast<std::chrono::nanoseconds>(t.ready_at() - now);
+        return t;
     }
 
     /// Counters and the limits in force.
@@ -356,8 +364,123 @@ private:
         ++stats_.admitted;
         ++stats_.in_flight;
         stats_.tokens_reserved += cost.total();
-        stats_.total_wait += std::chrono::duration_cast<std::chrono::nanoseconds>(ready - now);
         return ticket(this, cost, ready, std::move(slot));
+    }
+
+    /// A caller waiting in line for the quota.
+    struct waiter {
+        request_cost cost;
+        std::condition_variable wake;
+        waiter* next = nullptr;
+    };
+
+    /// Waits in line (first come, first served) until `cost` fits every
+    /// bucket, then charges it; nothing when it cannot fit by `deadline`
+    /// (none: no deadline) or can never fit. Charging only when the request
+    /// goes (never ahead of time) is what lets refunds and header updates
+    /// help the requests still waiting.
+    std::optional<ticket> admit(const request_cost& cost, std::optional<time_point> deadline,
+                                std::optional<slot_type> slot) {
+        std::unique_lock lock(mutex_);
+        if (never_fits(cost)) return std::nullopt;
+        const time_point requested = clock_.now();
+        if (line_head_ == nullptr) {
+            const time_point ready = earliest(cost, requested);
+            if (ready <= requested) return charge_now(cost, requested, requested, std::move(slot));
+            if (deadline && ready > *deadline) return std::nullopt;  // never sleep in vain
+        } else if (deadline && *deadline <= requested) {
+            return std::nullopt;  // others wait ahead: no grant now
+        }
+        waiter self{cost, {}, nullptr};
+        enqueue(self);
+        for (;;) {
+            if (never_fits(cost)) break;
+            const time_point now = clock_.now();
+            if (line_head_ == &self) {
+                const time_point ready = earliest(cost, now);
+                if (ready <= now) {
+                    dequeue_head();
+                    return charge_now(cost, requested, now, std::move(slot));
+                }
+                if (deadline && ready > *deadline) break;
+                wait_until(lock, self, ready);
+            } else {
+                if (deadline && now >= *deadline) break;
+                wait_until(lock, self, deadline.value_or(time_point::max()));
+            }
+        }
+        remove(self);
+        return std::nullopt;
+    }
+
+    /// Sleeps until `t` or a wake-up; the lock is released meanwhile. A clock
+    /// that sleeps itself (manual_clock) is slept on, then the line is looked at again.
+    void wait_until(std::unique_lock<std::mutex>& lock, waiter& self, time_point t) {
+        if constexpr (requires(Clock& c) { c.sleep_until(t); }) {
+            if (t == time_point::max()) {
+                self.wake.wait(lock);
+                return;
+            }
+            lock.unlock();
+            ratelimit::sleep_until(clock_, t);
+            lock.lock();
+        } else if constexpr (std::chrono::is_clock_v<Clock>) {
+            self.wake.wait_until(lock, t);
+        } else {
+            const auto now = clock_.now();
+            if (t == time_point::max()) {
+                self.wake.wait(lock);
+            } else if (t > now) {
+                self.wake.wait_for(lock, std::chrono::duration_cast<std::chrono::nanoseconds>(t - now));
+            }
+        }
+    }
+
+    void enqueue(waiter& w) {
+        if (line_tail_ == nullptr) {
+            line_head_ = line_tail_ = &w;
+        } else {
+            line_tail_->next = &w;
+            line_tail_ = &w;
+        }
+    }
+
+    void dequeue_head() {
+        line_head_ = line_head_->next;
+        if (line_head_ == nullptr) line_tail_ = nullptr;
+        wake_head();
+    }
+
+    void remove(waiter& w) {
+        if (line_head_ == &w) {
+            dequeue_head();
+            return;
+        }
+        for (waiter* p = line_head_; p != nullptr; p = p->next) {
+            if (p->next == &w) {
+                p->next = w.next;
+                if (line_tail_ == &w) line_tail_ = p;
+                return;
+            }
+        }
+    }
+
+    /// Tells the first in line to look again (the quota may fit now). Requires mutex_.
+    void wake_head() {
+        if (line_head_ != nullptr) line_head_->wake.notify_one();
+    }
+
+    void throw_if_never_fits_locked(const request_cost& cost) {
+        std::lock_guard lock(mutex_);
+        throw_if_never_fits(cost);
+        throw std::logic_error(std::string(name) + ": admission failed without a deadline");
+    }
+
+    /// Charges `cost` at `now` (it fits every bucket) and makes the ticket. Requires mutex_.
+    ticket charge_now(const request_cost& cost, time_point requested, time_point now, std::optional<slot_type> slot) {
+        ticket t = charge(cost, now, std::move(slot));
+        stats_.total_wait += std::chrono::duration_cast<std::chrono::nanoseconds>(now - requested);
+        return t;
     }
 
     /// Gives back n of `d` (never above full), or charges it when n < 0. Requires mutex_.
@@ -423,6 +546,7 @@ private:
             follow(output_tokens_, quota.output_tokens);
         }
         if (http_status == 429) back_off(cost, quota, now);
+        wake_head();
     }
 
     /// After a 429: pause every admission until the retry time and empty the
@@ -451,6 +575,7 @@ private:
         std::lock_guard lock(mutex_);
         --stats_.in_flight;
         ++stats_.abandoned;
+        wake_head();
     }
 
     gate_config config_;
@@ -463,6 +588,8 @@ private:
     dimension output_tokens_{"output tokens"};
     time_point pause_until_{};
     stats stats_;
+    waiter* line_head_ = nullptr;  // callers waiting for the quota, first come first served
+    waiter* line_tail_ = nullptr;
 
 public:
     /// Admission for one request: holds its concurrency slot until complete()

@@ -870,15 +870,6 @@ private:
         }
     }
 
-    /// Waits for the ticket's turn and any 429 pause; false when stopped first.
-    bool wait_for_turn(const gate_type::ticket& t) const {
-        for (;;) {
-            const auto until = std::max(t.ready_at(), gate_.paused_until());
-            if (until <= steady::now()) return true;
-            if (!sleep_until(until)) return false;
-        }
-    }
-
     /// Sends one request with retries and writes its record (none when stopped midway).
     void send(httplib::Client& client, const job& j, std::mt19937_64& rng) {
         const ratelimit::llm::request_cost cost = estimate_cost(j.body, j.url, options_.default_max_tokens);
@@ -895,12 +886,14 @@ private:
             std::optional<gate_type::ticket> ticket;
             if (options_.use_gate) {
                 try {
-                    ticket.emplace(gate_.reserve(cost));
+                    // The gate's line: charged only when the request goes, so the
+                    // tokens finished requests give back serve the next ones.
+                    ticket.emplace(gate_.acquire(cost));
                 } catch (const ratelimit::capacity_exceeded& e) {
                     return write_record(rng, j.custom_id, std::nullopt,
                                         record_error{"request_too_large", std::string("can never fit the limit: ") + e.what()});
                 }
-                if (!wait_for_turn(*ticket)) return left_unfinished();
+                if (stopping()) return left_unfinished();
             }
 
             ++counters_.http_requests;

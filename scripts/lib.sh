@@ -28,7 +28,7 @@ ensure_packages() {
 }
 
 # The packages every build needs.
-RATELIMIT_BUILD_PACKAGES=(cmake ninja-build g++ clang libclang-rt-14-dev catch2 libbenchmark-dev pkg-config)
+RATELIMIT_BUILD_PACKAGES=(cmake ninja-build g++ clang libclang-rt-14-dev catch2 libbenchmark-dev pkg-config libfmt-dev libasio-dev)
 
 # The packages the HTTP programs (mock_upstream, llm_batch, gateway) need.
 RATELIMIT_HTTP_PACKAGES=(libcpp-httplib-dev nlohmann-json3-dev libssl-dev zlib1g-dev libbrotli-dev)

@@ -80,9 +80,7 @@ public:
 
     /// As try_acquire_until(n, now + d).
     bool try_acquire_for(std::int64_t n, duration d) {
-        const time_point now = clock_.now();
-        if (d <= duration::zero()) return try_acquire_until(n, now);
-        return try_acquire_until(n, time_point{detail::saturating_add(now.time_since_epoch(), d)});
+        return try_acquire_until(n, detail::deadline_after(clock_.now(), d));
     }
 
     /// Takes n permits by `t`: false at once when the pause or the bucket

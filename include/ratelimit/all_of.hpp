@@ -104,7 +104,7 @@ public:
         detail::check_count(name, n);
         const time_point now = clock_.now();
         const time_point deadline =
-            d <= duration::zero() ? now : time_point{detail::saturating_add(now.time_since_epoch(), d)};
+            detail::deadline_after(now, d);
         return try_acquire_until(n, deadline);
     }
 

@@ -91,7 +91,7 @@ public:
         if (n == 0) return true;
         const time_point now = clock_.now();
         const time_point deadline =
-            d <= duration::zero() ? now : time_point{detail::saturating_add(now.time_since_epoch(), d)};
+            detail::deadline_after(now, d);
         return try_acquire_until(n, deadline);
     }
 

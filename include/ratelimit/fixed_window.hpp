@@ -60,7 +60,7 @@ public:
           params_(make_params(limit, window)),
           window_(window),
           count_bits_(std::bit_width(static_cast<std::uint64_t>(limit))),
-          origin_ns_(now_ns(clock_.now())) {
+          origin_ns_(detail::ns_since_epoch(clock_.now())) {
         params_.max_window = static_cast<std::int64_t>((std::uint64_t{1} << (64 - count_bits_)) - 1U);
     }
     fixed_window(const fixed_window&) = delete;
@@ -83,7 +83,7 @@ public:
         if (n == 0) return true;
         const time_point now = clock_.now();
         const time_point deadline =
-            d <= duration::zero() ? now : time_point{detail::saturating_add(now.time_since_epoch(), d)};
+            detail::deadline_after(now, d);
         return wait_for(n, now, since_origin(deadline));
     }
 
@@ -162,7 +162,6 @@ public:
 private:
     static constexpr const char* name = "ratelimit::fixed_window";
 
-    static std::int64_t now_ns(time_point t) noexcept { return detail::saturating_ns(t.time_since_epoch()); }
 
     static detail::window::params make_params(std::int64_t limit, duration window) {
         detail::check_positive(name, "limit", limit);
@@ -179,7 +178,7 @@ private:
     }
 
     [[nodiscard]] detail::window::nanoseconds since_origin(time_point t) const noexcept {
-        return detail::window::since(origin_ns_, now_ns(t));
+        return detail::window::since(origin_ns_, detail::ns_since_epoch(t));
     }
 
     /// The clock time `ready` ns after the origin; `now` itself when that is

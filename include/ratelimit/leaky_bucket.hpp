@@ -71,7 +71,7 @@ public:
     /// `max_queue` (>= 0) permits waiting.
     leaky_bucket(rate r, std::int64_t max_queue, Clock c = {})
         : clock_(std::move(c)), rate_(r), max_queue_(checked_max_queue(max_queue)), shape_(make_shape(r, max_queue)) {
-        slots_[0].origin_ns.store(now_ns(clock_.now()), std::memory_order_relaxed);
+        slots_[0].origin_ns.store(detail::ns_since_epoch(clock_.now()), std::memory_order_relaxed);
         word_.store(pack(0, 0), std::memory_order_release);
     }
     leaky_bucket(const leaky_bucket&) = delete;
@@ -94,7 +94,7 @@ public:
         detail::check_count(name, n);
         if (n == 0) return true;
         const time_point now = clock_.now();
-        return wait_for(take(n, now, deadline_after(now, d)), now);
+        return wait_for(take(n, now, detail::deadline_after(now, d)), now);
     }
 
     /// Takes n permits if they can be had by `t`, sleeping until then; returns
@@ -250,13 +250,6 @@ private:
         return (static_cast<std::uint64_t>(tat) << 2) | (generation & 3U);
     }
 
-    static std::int64_t now_ns(time_point t) noexcept { return detail::saturating_ns(t.time_since_epoch()); }
-    static time_point from_ns(std::int64_t ns) noexcept { return time_point{detail::duration_from_ns<duration>(ns)}; }
-
-    static time_point deadline_after(time_point now, duration d) noexcept {
-        if (d <= duration::zero()) return now;
-        return time_point{detail::saturating_add(now.time_since_epoch(), d)};
-    }
 
     /// The state word and its origin. A caller that acts on the view
     /// validates it: a CAS on view.word, or unchanged(view) for a read.
@@ -280,8 +273,8 @@ private:
     /// The one admission decision: n permits at `now`, usable by `deadline`
     /// (none: whenever). Grants with one CAS; refuses without writing.
     grant take(std::int64_t n, time_point now, std::optional<time_point> deadline) {
-        const std::int64_t now_at = now_ns(now);
-        const std::int64_t deadline_at = deadline ? now_ns(*deadline) : std::numeric_limits<std::int64_t>::max();
+        const std::int64_t now_at = detail::ns_since_epoch(now);
+        const std::int64_t deadline_at = deadline ? detail::ns_since_epoch(*deadline) : std::numeric_limits<std::int64_t>::max();
         for (;;) {
             view v = load();
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
@@ -298,7 +291,7 @@ private:
             }
             if (word_.compare_exchange_weak(v.word, pack(d.tat, v.generation()), std::memory_order_acq_rel,
                                             std::memory_order_relaxed)) {
-                const time_point ready = d.ready_at == *now_t ? now : from_ns(v.scale.to_ns(d.ready_at));
+                const time_point ready = d.ready_at == *now_t ? now : detail::time_point_from_ns<time_point>(v.scale.to_ns(d.ready_at));
                 return {detail::leaky::verdict::granted, ready, record_type{d.tat, v.epoch, v.scale.to_ns(d.tat)}};
             }
         }
@@ -318,7 +311,7 @@ private:
     auto read(F f) {
         for (;;) {
             const view v = load();
-            const std::int64_t now_at = now_ns(clock_.now());
+            const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
             if (!now_t) {
                 rebase();
@@ -334,8 +327,8 @@ private:
         auto& self = *static_cast<leaky_bucket*>(owner);
         const time_point now = self.clock_.now();
         if (now > ready_at) return;
-        const std::int64_t now_at = now_ns(now);
-        const std::int64_t ready_ns = now_ns(ready_at);
+        const std::int64_t now_at = detail::ns_since_epoch(now);
+        const std::int64_t ready_ns = detail::ns_since_epoch(ready_at);
         for (;;) {
             view v = self.load();
             const detail::gcra::ticks now_t = v.scale.to_ticks(now_at);
@@ -356,7 +349,7 @@ private:
     /// Moves the tick origin to now, keeping the schedule's distance from now.
     void rebase() {
         writer_guard guard(rebasing_);
-        const std::int64_t now_at = now_ns(clock_.now());
+        const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
         view v = load();
         if (ticks_at(v, now_at)) return;  // another thread just did it
         const unsigned generation = (v.generation() + 1U) & 3U;

@@ -74,7 +74,7 @@ public:
           window_(window),
           count_bits_(std::bit_width(static_cast<std::uint64_t>(limit))),
           index_bits_(62 - 2 * count_bits_),
-          origin_ns_(now_ns(clock_.now())) {}
+          origin_ns_(detail::ns_since_epoch(clock_.now())) {}
     sliding_window_counter(const sliding_window_counter&) = delete;
     sliding_window_counter& operator=(const sliding_window_counter&) = delete;
     ~sliding_window_counter() = default;
@@ -94,7 +94,7 @@ public:
         if (n == 0) return true;
         const time_point now = clock_.now();
         const time_point deadline =
-            d <= duration::zero() ? now : time_point{detail::saturating_add(now.time_since_epoch(), d)};
+            detail::deadline_after(now, d);
         return wait_for(n, now, since_origin(deadline));
     }
 
@@ -208,7 +208,6 @@ private:
         std::atomic_flag& flag_;
     };
 
-    static std::int64_t now_ns(time_point t) noexcept { return detail::saturating_ns(t.time_since_epoch()); }
 
     static detail::window::params make_params(std::int64_t limit, duration window) {
         detail::check_positive(name, "limit", limit);
@@ -225,7 +224,7 @@ private:
     }
 
     [[nodiscard]] detail::window::nanoseconds since_origin(time_point t) const noexcept {
-        return detail::window::since(origin_ns_, now_ns(t));
+        return detail::window::since(origin_ns_, detail::ns_since_epoch(t));
     }
 
     /// The clock time `ready` ns after the origin; `now` itself when that is `now_at`.

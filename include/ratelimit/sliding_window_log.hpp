@@ -86,7 +86,7 @@ public:
         detail::check_count(name, n);
         if (n == 0) return true;
         const time_point now = clock_.now();
-        return wait_for(take(n, now, deadline_after(now, d)), now);
+        return wait_for(take(n, now, detail::deadline_after(now, d)), now);
     }
 
     /// Takes n permits if they can be had by `t`, sleeping until then; returns
@@ -130,7 +130,7 @@ public:
     /// window, or 0 while a reservation waits in the future. O(log limit).
     [[nodiscard]] std::int64_t available() {
         std::lock_guard<std::mutex> lock(mutex_);
-        const std::int64_t now = now_ns(clock_.now());  // not older than any grant in the log
+        const std::int64_t now = detail::ns_since_epoch(clock_.now());  // not older than any grant in the log
         const std::int64_t expired =
             detail::window_log::expired(limit_, window_ns_, now, [this](std::int64_t i) { return entry(i); });
         return detail::window_log::available(expired, newest(), now);
@@ -142,7 +142,7 @@ public:
         if (n == 0) return duration::zero();
         if (n > limit_) return duration::max();
         std::lock_guard<std::mutex> lock(mutex_);
-        const std::int64_t now = now_ns(clock_.now());
+        const std::int64_t now = detail::ns_since_epoch(clock_.now());
         const detail::window_log::decision d = detail::window_log::decide(
             limit_, window_ns_, entry(n - 1), newest(), now, n, std::numeric_limits<std::int64_t>::max());
         if (d.outcome != detail::window_log::verdict::granted) return duration::max();
@@ -192,13 +192,6 @@ private:
         return ns;
     }
 
-    static std::int64_t now_ns(time_point t) noexcept { return detail::saturating_ns(t.time_since_epoch()); }
-    static time_point from_ns(std::int64_t ns) noexcept { return time_point{detail::duration_from_ns<duration>(ns)}; }
-
-    static time_point deadline_after(time_point now, duration d) noexcept {
-        if (d <= duration::zero()) return now;
-        return time_point{detail::saturating_add(now.time_since_epoch(), d)};
-    }
 
     /// The i-th oldest entry (0 <= i < limit). Caller holds mutex_.
     [[nodiscard]] std::int64_t entry(std::int64_t i) const noexcept { return log_[slot(head_ + i)]; }
@@ -220,8 +213,8 @@ private:
     /// `deadline` (none: whenever). Logs them when granted; changes nothing otherwise.
     grant take(std::int64_t n, time_point now, std::optional<time_point> deadline) {
         if (n > limit_) return {detail::window_log::verdict::never, now, {}};
-        const std::int64_t now_at = now_ns(now);
-        const std::int64_t deadline_at = deadline ? now_ns(*deadline) : std::numeric_limits<std::int64_t>::max();
+        const std::int64_t now_at = detail::ns_since_epoch(now);
+        const std::int64_t deadline_at = deadline ? detail::ns_since_epoch(*deadline) : std::numeric_limits<std::int64_t>::max();
         std::lock_guard<std::mutex> lock(mutex_);
         const detail::window_log::decision d =
             detail::window_log::decide(limit_, window_ns_, entry(n - 1), newest(), now_at, n, deadline_at);
@@ -232,7 +225,7 @@ private:
         fill(head_, n, d.start);
         head_ = static_cast<std::int64_t>(slot(head_ + n));
         granted_ += n;
-        const time_point ready = d.start == now_at ? now : from_ns(d.start);
+        const time_point ready = d.start == now_at ? now : detail::time_point_from_ns<time_point>(d.start);
         return {detail::window_log::verdict::granted, ready, record_type{granted_, restore, 0}};
     }
 

@@ -57,7 +57,7 @@ public:
     /// A full bucket of `capacity` permits (> 0) refilled at `r`.
     token_bucket(rate r, std::int64_t capacity, Clock c = {}) : clock_(std::move(c)), rate_(r) {
         detail::check_positive(name, "capacity", capacity);
-        const config first = make_config(r, capacity, now_ns(clock_.now()), 0);
+        const config first = make_config(r, capacity, detail::ns_since_epoch(clock_.now()), 0);
         store(slots_[0], first);
         word_.store(pack(0, 0), std::memory_order_release);
     }
@@ -79,7 +79,7 @@ public:
         detail::check_count(name, n);
         if (n == 0) return true;
         const time_point now = clock_.now();
-        return wait_for(take(n, now, deadline_after(now, d)), now);
+        return wait_for(take(n, now, detail::deadline_after(now, d)), now);
     }
 
     /// Takes n permits if they can be had by `t`, sleeping until then; returns
@@ -222,13 +222,6 @@ private:
         return (static_cast<std::uint64_t>(tat) << 2) | (generation & 3U);
     }
 
-    static std::int64_t now_ns(time_point t) noexcept { return detail::saturating_ns(t.time_since_epoch()); }
-    static time_point from_ns(std::int64_t ns) noexcept { return time_point{detail::duration_from_ns<duration>(ns)}; }
-
-    static time_point deadline_after(time_point now, duration d) noexcept {
-        if (d <= duration::zero()) return now;
-        return time_point{detail::saturating_add(now.time_since_epoch(), d)};
-    }
 
     /// The finest configuration that represents `r` and `capacity`, with tick 0 at `origin_ns`.
     static config make_config(rate r, std::int64_t capacity, std::int64_t origin_ns, std::int64_t epoch) {
@@ -282,8 +275,8 @@ private:
     /// The one admission decision: n permits at `now`, usable by `deadline`
     /// (none: whenever). Grants with one CAS; refuses without writing.
     grant take(std::int64_t n, time_point now, std::optional<time_point> deadline) {
-        const std::int64_t now_at = now_ns(now);
-        const std::int64_t deadline_at = deadline ? now_ns(*deadline) : std::numeric_limits<std::int64_t>::max();
+        const std::int64_t now_at = detail::ns_since_epoch(now);
+        const std::int64_t deadline_at = deadline ? detail::ns_since_epoch(*deadline) : std::numeric_limits<std::int64_t>::max();
         for (;;) {
             view v = load();
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
@@ -300,7 +293,7 @@ private:
             }
             if (word_.compare_exchange_weak(v.word, pack(d.tat, v.generation()), std::memory_order_acq_rel,
                                             std::memory_order_relaxed)) {
-                const time_point ready = d.ready_at == *now_t ? now : from_ns(v.cfg.scale.to_ns(d.ready_at));
+                const time_point ready = d.ready_at == *now_t ? now : detail::time_point_from_ns<time_point>(v.cfg.scale.to_ns(d.ready_at));
                 return {detail::gcra::verdict::granted, ready, v.cfg.params.capacity,
                         record_type{d.tat, v.cfg.epoch, v.cfg.scale.to_ns(d.tat)}};
             }
@@ -317,7 +310,7 @@ private:
     /// Applies `next(params, tat, now) -> tat` with a CAS loop.
     template <class Next>
     void update(Next next) {
-        const std::int64_t now_at = now_ns(clock_.now());
+        const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
         for (;;) {
             view v = load();
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
@@ -340,7 +333,7 @@ private:
     /// Evaluates `f(params, tat, now, config, now_ns)` on a consistent snapshot.
     template <class F>
     auto read(F f) {
-        const std::int64_t now_at = now_ns(clock_.now());
+        const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
         for (;;) {
             const view v = load();
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
@@ -358,8 +351,8 @@ private:
         auto& self = *static_cast<token_bucket*>(owner);
         const time_point now = self.clock_.now();
         if (now > ready_at) return;
-        const std::int64_t now_at = now_ns(now);
-        const std::int64_t ready_ns = now_ns(ready_at);
+        const std::int64_t now_at = detail::ns_since_epoch(now);
+        const std::int64_t ready_ns = detail::ns_since_epoch(ready_at);
         for (;;) {
             view v = self.load();
             const detail::gcra::ticks now_t = v.cfg.scale.to_ticks(now_at);
@@ -381,7 +374,7 @@ private:
     /// at now), converting the state so the permit count is kept.
     void reconfigure(std::optional<rate> new_rate, std::optional<std::int64_t> new_capacity) {
         writer_guard guard(writer_);
-        const std::int64_t now_at = now_ns(clock_.now());
+        const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
         view v = load();
         const rate r = new_rate.value_or(rate_);
         // A clock behind the origin reads as the origin, so the new one never

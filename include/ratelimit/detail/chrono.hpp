@@ -48,3 +48,26 @@ template <class D>
 }
 
 }  // namespace ratelimit::detail
+
+namespace ratelimit::detail {
+
+/// A time point as whole nanoseconds since its clock's epoch, saturating.
+template <class TimePoint>
+[[nodiscard]] constexpr std::int64_t ns_since_epoch(TimePoint t) noexcept {
+    return saturating_ns(t.time_since_epoch());
+}
+
+/// The time point `ns` nanoseconds after its clock's epoch, rounded up, saturating.
+template <class TimePoint>
+[[nodiscard]] constexpr TimePoint time_point_from_ns(std::int64_t ns) noexcept {
+    return TimePoint{duration_from_ns<typename TimePoint::duration>(ns)};
+}
+
+/// `now + d`, saturating; a d <= 0 gives `now` (a deadline already past acts as now).
+template <class TimePoint>
+[[nodiscard]] constexpr TimePoint deadline_after(TimePoint now, typename TimePoint::duration d) noexcept {
+    if (d <= TimePoint::duration::zero()) return now;
+    return TimePoint{saturating_add(now.time_since_epoch(), d)};
+}
+
+}  // namespace ratelimit::detail

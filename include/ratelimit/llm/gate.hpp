@@ -140,7 +140,7 @@ public:
     /// cost can never fit, gate_timeout when the wait would exceed max_wait.
     ticket acquire(request_cost cost) {
         if (config_.max_wait != std::chrono::nanoseconds::max()) {
-            std::optional<ticket> t = try_acquire_until(cost, deadline_after(config_.max_wait));
+            std::optional<ticket> t = try_acquire_until(cost, detail::deadline_after(clock_.now(), std::chrono::duration_cast<duration>(config_.max_wait)));
             if (!t) {
                 throw gate_timeout("ratelimit::llm::gate: the request would wait longer than max_wait (" +
                                    std::to_string(config_.max_wait.count()) + "ns)");
@@ -273,10 +273,6 @@ private:
         }
     }
 
-    time_point deadline_after(std::chrono::nanoseconds wait) const {
-        const time_point now = clock_.now();
-        return time_point{detail::saturating_add(now.time_since_epoch(), std::chrono::duration_cast<duration>(wait))};
-    }
 
     /// Sizes `d`'s bucket for `per_minute` (0: no bucket). Requires mutex_ (or construction).
     void set_limit(dimension& d, std::int64_t per_minute) {

@@ -119,7 +119,7 @@ public:
         detail::check_count(name, n);
         const time_point now = clock_.now();
         const time_point deadline =
-            d <= duration::zero() ? now : time_point{detail::saturating_add(now.time_since_epoch(), d)};
+            detail::deadline_after(now, d);
         return try_acquire_until(n, deadline);
     }
 
@@ -180,6 +180,10 @@ public:
     [[nodiscard]] std::int64_t available_requests() { return requests_.available(); }
     /// Whole tokens in the token bucket now (negative while reserved ahead).
     [[nodiscard]] std::int64_t available_tokens() { return tokens_.available(); }
+    /// Both buckets full: the same as a new dual_bucket (keyed drops it at no loss).
+    [[nodiscard]] bool is_at_rest() {
+        return requests_.available() >= requests_.capacity() && tokens_.available() >= tokens_.capacity();
+    }
 
     /// The refill rate of requests.
     [[nodiscard]] rate request_rate() const { return requests_.current_rate(); }

@@ -600,6 +600,7 @@ private:
     }
 
     void setup_routes() {
+        http_.set_tcp_nodelay(true);  // small answers go out at once, not after a delayed ACK
         const int threads = config_.threads;
         http_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
         http_.set_keep_alive_timeout(5);

@@ -1,0 +1,584 @@
+// gateway: its parts on plain values, then whole request paths over loopback
+// HTTP (the gateway and the mock_upstream server in-process, each on a free
+// port), then the program itself for its flags, exit statuses and banner.
+#include "support/catch.hpp"
+
+#include "gateway.hpp"
+#include "mock_upstream.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+const bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+
+const std::string upstream_secret = "sk-upstream-SECRET-7f3a";
+
+gateway::api_key key(std::string k, std::string user, std::int64_t rpm, std::int64_t tpm = 1'000'000) {
+    return {std::move(k), std::move(user), rpm, tpm};
+}
+
+/// A mock upstream (latency 0) and a gateway in front of it, both on free ports.
+struct rig {
+    explicit rig(std::vector<gateway::api_key> keys, std::int64_t mock_rpm = 6000,
+                 void (*tune)(gateway::config&) = nullptr) {
+        mock_upstream::config m;
+        m.requests_per_minute = mock_rpm;
+        m.min_latency_ms = 0;
+        m.max_latency_ms = 0;
+        mock = std::make_unique<mock_upstream::server>(m);
+        const int mock_port = mock->start();
+        gateway::config g;
+        g.upstream = "http://127.0.0.1:" + std::to_string(mock_port);
+        g.upstream_key = upstream_secret;
+        g.keys = std::move(keys);
+        if (tune != nullptr) tune(g);
+        gw = std::make_unique<gateway::server>(g);
+        port = gw->start();
+    }
+    ~rig() {
+        gw->stop();
+        mock->stop();
+    }
+    rig(const rig&) = delete;
+    rig& operator=(const rig&) = delete;
+
+    [[nodiscard]] httplib::Client client() const {
+        httplib::Client c("127.0.0.1", port);
+        c.set_read_timeout(30s);
+        return c;
+    }
+    std::unique_ptr<mock_upstream::server> mock;
+    std::unique_ptr<gateway::server> gw;
+    int port = 0;
+};
+
+httplib::Headers bearer(const std::string& k) { return {{"Authorization", "Bearer " + k}}; }
+
+std::string chat_body(int max_tokens = 16, const std::string& content = "hello there") {
+    return json{{"model", "gpt-test"},
+                {"messages", json::array({{{"role", "user"}, {"content", content}}})},
+                {"max_tokens", max_tokens}}
+        .dump();
+}
+
+httplib::Result chat(httplib::Client& c, const std::string& k, const std::string& body = chat_body()) {
+    return c.Post("/v1/chat/completions", bearer(k), body, "application/json");
+}
+
+/// The `error` object of an OpenAI-shaped error body (fails the test otherwise).
+json error_of(const httplib::Result& r) {
+    REQUIRE(r);
+    const json body = json::parse(r->body, nullptr, false);
+    REQUIRE(body.is_object());
+    REQUIRE(body.contains("error"));
+    const json& e = body["error"];
+    CHECK(e["message"].is_string());
+    CHECK(e["type"].is_string());
+    CHECK(e.contains("code"));
+    return e;
+}
+
+/// Every header name and value and the body, as one text to search.
+std::string everything(const httplib::Result& r) {
+    std::string all = r->body;
+    for (const auto& [name, value] : r->headers) all += "\n" + name + ": " + value;
+    return all;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Parts
+// ---------------------------------------------------------------------------
+
+TEST_CASE("a keys document is parsed; a bad one is refused naming the problem", "[gateway]") {
+    const auto keys = gateway::parse_keys(
+        R"({"keys": [{"key": "sk-a", "user": "alice", "requests_per_minute": 60, "tokens_per_minute": 20000},
+                     {"key": "sk-a2", "user": "alice", "requests_per_minute": 60, "tokens_per_minute": 20000}]})");
+    REQUIRE(keys.size() == 2);
+    CHECK(keys[1].user == "alice");
+    CHECK(keys[0].tokens_per_minute == 20000);
+
+    auto message = [](const char* text) {
+        try {
+            (void)gateway::parse_keys(text);
+        } catch (const std::invalid_argument& e) {
+            return std::string(e.what());
+        }
+        return std::string("accepted");
+    };
+    CHECK(message("{") == "keys file is not valid JSON");
+    CHECK(message(R"({"users": []})").find("\"keys\" array") != std::string::npos);
+    CHECK(message(R"({"keys": [{"key": "k", "user": "u", "requests_per_minute": 0, "tokens_per_minute": 1}]})")
+              .find("keys[0].requests_per_minute") != std::string::npos);
+    CHECK(message(R"({"keys": [{"user": "u", "requests_per_minute": 1, "tokens_per_minute": 1}]})")
+              .find("keys[0].key") != std::string::npos);
+    CHECK(message(R"({"keys": [{"key": "k", "user": "u", "requests_per_minute": 1, "tokens_per_minute": 1},
+                               {"key": "k", "user": "v", "requests_per_minute": 1, "tokens_per_minute": 1}]})")
+              .find("listed twice") != std::string::npos);
+    CHECK(message(R"({"keys": [{"key": "k", "user": "u", "requests_per_minute": 1, "tokens_per_minute": 1},
+                               {"key": "k2", "user": "u", "requests_per_minute": 2, "tokens_per_minute": 1}]})")
+              .find("other limits") != std::string::npos);
+}
+
+TEST_CASE("a chat request costs its estimated prompt plus max_tokens, 256 when absent", "[gateway]") {
+    const std::string text(30, 'a');  // 30 ASCII bytes: ceil(30 / 3) + 1 = 11 tokens
+    const std::int64_t prompt = ratelimit::llm::estimate_tokens(text);
+    REQUIRE(prompt == 11);
+    const auto with = gateway::estimate_chat(chat_body(100, text), 256);
+    REQUIRE_FALSE(with.error);
+    CHECK(with.cost.input_tokens == 11);
+    CHECK(with.cost.max_output_tokens == 100);
+
+    const auto without = gateway::estimate_chat(
+        json{{"messages", json::array({{{"role", "user"}, {"content", text}}, {{"role", "user"}, {"content", text}}})}}.dump(), 256);
+    REQUIRE_FALSE(without.error);
+    CHECK(without.cost.total() == 11 + 11 + 256);
+
+    CHECK(gateway::estimate_chat("{not json", 256).error);
+    CHECK(gateway::estimate_chat(R"({"model": "m"})", 256).error);
+    CHECK(gateway::estimate_chat(R"({"messages": []})", 256).error);
+    CHECK(gateway::estimate_chat(R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1})", 256).error);
+}
+
+TEST_CASE("the upstream URL is split into origin and path prefix; https is refused", "[gateway]") {
+    const auto u = gateway::parse_upstream("http://127.0.0.1:8080/proxy/");
+    CHECK(u.origin == "http://127.0.0.1:8080");
+    CHECK(u.base_path == "/proxy");
+    CHECK(gateway::parse_upstream("http://h:1").base_path.empty());
+    CHECK_THROWS_AS(gateway::parse_upstream("https://api.openai.com"), std::invalid_argument);
+    CHECK_THROWS_AS(gateway::parse_upstream("http://"), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------------------
+// Over loopback
+// ---------------------------------------------------------------------------
+
+TEST_CASE("a request without a known bearer key is answered 401 and never reaches the upstream", "[gateway][http]") {
+    rig r({key("sk-alice-1", "alice", 60)});
+    auto c = r.client();
+
+    const auto none = c.Post("/v1/chat/completions", chat_body(), "application/json");
+    REQUIRE(none);
+    CHECK(none->status == 401);
+    CHECK(error_of(none)["code"] == "missing_api_key");
+
+    const auto wrong = chat(c, "sk-mallory");
+    REQUIRE(wrong);
+    CHECK(wrong->status == 401);
+    CHECK(error_of(wrong)["code"] == "invalid_api_key");
+
+    const auto basic = c.Post("/v1/chat/completions", {{"Authorization", "Basic sk-alice-1"}}, chat_body(), "application/json");
+    REQUIRE(basic);
+    CHECK(basic->status == 401);
+
+    const auto limits = c.Get("/v1/limits", bearer("sk-nobody"));
+    REQUIRE(limits);
+    CHECK(limits->status == 401);
+
+    CHECK(r.gw->counters().rejected_count(gateway::reason::auth) == 4);
+    CHECK(r.mock->totals().requests_total == 0);
+
+    const auto ok = chat(c, "sk-alice-1");  // and the right key passes
+    REQUIRE(ok);
+    CHECK(ok->status == 200);
+    CHECK(r.mock->totals().requests_total == 1);
+}
+
+TEST_CASE("malformed JSON and a missing messages field are answered 400, and the service keeps serving", "[gateway][http]") {
+    rig r({key("sk-alice-1", "alice", 60)});
+    auto c = r.client();
+
+    const auto broken = chat(c, "sk-alice-1", "{\"messages\": [");
+    REQUIRE(broken);
+    CHECK(broken->status == 400);
+    CHECK(error_of(broken)["code"] == "invalid_json");
+
+    const auto missing = chat(c, "sk-alice-1", R"({"model": "gpt-test"})");
+    REQUIRE(missing);
+    CHECK(missing->status == 400);
+    CHECK(error_of(missing)["code"] == "missing_required_parameter");
+
+    const auto not_object = chat(c, "sk-alice-1", "[1, 2]");
+    REQUIRE(not_object);
+    CHECK(not_object->status == 400);
+
+    const auto binary = chat(c, "sk-alice-1", std::string("\x00\xff\xfe{", 4));
+    REQUIRE(binary);
+    CHECK(binary->status == 400);
+
+    CHECK(r.gw->counters().rejected_count(gateway::reason::bad_request) == 4);
+    CHECK(r.mock->totals().requests_total == 0);
+    // A malformed request is not charged to the user's limit.
+    const auto limits = c.Get("/v1/limits", bearer("sk-alice-1"));
+    REQUIRE(limits);
+    CHECK(json::parse(limits->body)["remaining"]["requests"] == 60);
+
+    const auto ok = chat(c, "sk-alice-1");
+    REQUIRE(ok);
+    CHECK(ok->status == 200);
+}
+
+TEST_CASE("a body above max_body_bytes is answered 413 after authentication, and the service keeps serving", "[gateway][http]") {
+    rig r({key("sk-alice-1", "alice", 60)}, 6000, [](gateway::config& g) { g.max_body_bytes = 1000; });
+    auto c = r.client();
+    const std::string big = chat_body(16, std::string(2000, 'x'));
+    REQUIRE(big.size() > 1000);
+
+    const auto too_large = chat(c, "sk-alice-1", big);
+    REQUIRE(too_large);
+    CHECK(too_large->status == 413);
+    CHECK(error_of(too_large)["code"] == "request_too_large");
+
+    const auto anonymous = c.Post("/v1/chat/completions", big, "application/json");
+    REQUIRE(anonymous);
+    CHECK(anonymous->status == 401);
+
+    CHECK(r.gw->counters().rejected_count(gateway::reason::body_too_large) == 1);
+    CHECK(r.mock->totals().requests_total == 0);
+
+    auto fresh = r.client();
+    const auto ok = chat(fresh, "sk-alice-1", chat_body(16, std::string(500, 'x')));
+    REQUIRE(ok);
+    CHECK(ok->status == 200);
+}
+
+TEST_CASE("a user over their own limit gets 429 with Retry-After, RateLimit, RateLimit-Policy and a JSON error", "[gateway][http]") {
+    // alice: 2 requests per minute, so her bucket holds 2 and refills one every 30 s.
+    rig r({key("sk-alice-1", "alice", 2, 20000), key("sk-bob-1", "bob", 60, 20000)});
+    auto c = r.client();
+    CHECK(chat(c, "sk-alice-1")->status == 200);
+    CHECK(chat(c, "sk-alice-1")->status == 200);
+
+    const auto limited = chat(c, "sk-alice-1");
+    REQUIRE(limited);
+    CHECK(limited->status == 429);
+    const json e = error_of(limited);
+    CHECK(e["type"] == "rate_limit_exceeded");
+    CHECK(e["code"] == "rate_limit_exceeded");
+
+    // The next request comes 30 s after the first, less the few ms since: ceil gives 30.
+    REQUIRE(limited->has_header("Retry-After"));
+    const int retry = std::stoi(limited->get_header_value("Retry-After"));
+    CHECK(retry == 30);
+    const std::string ratelimit = limited->get_header_value("RateLimit");
+    CHECK(ratelimit.find("\"user\";r=0;t=30") != std::string::npos);
+    const std::string policy = limited->get_header_value("RateLimit-Policy");
+    CHECK(policy.find("\"user\";q=2;w=60") != std::string::npos);
+    CHECK(policy.find("q=20000;w=60;qu=\"tokens\"") != std::string::npos);
+
+    CHECK(r.gw->counters().rejected_count(gateway::reason::user_limit) == 1);
+    CHECK(r.mock->totals().requests_total == 2);
+
+    // bob's limit is his own.
+    CHECK(chat(c, "sk-bob-1")->status == 200);
+
+    // A request above the user's whole token limit can never pass: 400, not 429.
+    const auto huge = chat(c, "sk-bob-1", chat_body(30000));
+    REQUIRE(huge);
+    CHECK(huge->status == 400);
+    CHECK(error_of(huge)["code"] == "request_too_large");
+}
+
+TEST_CASE("/v1/limits shows the caller's own limits and usage, never another user's", "[gateway][http]") {
+    rig r({key("sk-alice-1", "alice", 2, 20000), key("sk-alice-2", "alice", 2, 20000),
+           key("sk-bob-1", "bob", 60, 50000)});
+    auto c = r.client();
+    REQUIRE(chat(c, "sk-alice-1")->status == 200);
+
+    const auto alice = c.Get("/v1/limits", bearer("sk-alice-2"));  // another key of the same user
+    REQUIRE(alice);
+    CHECK(alice->status == 200);
+    const json a = json::parse(alice->body);
+    CHECK(a["user"] == "alice");
+    CHECK(a["limits"]["requests_per_minute"] == 2);
+    CHECK(a["limits"]["tokens_per_minute"] == 20000);
+    CHECK(a["remaining"]["requests"] == 1);  // 2 - 1, and the refill of one takes 30 s
+    CHECK(a["remaining"]["tokens"].get<std::int64_t>() < 20000);
+    CHECK(alice->body.find("bob") == std::string::npos);
+    CHECK(alice->body.find("50000") == std::string::npos);
+
+    const auto bob = c.Get("/v1/limits", bearer("sk-bob-1"));
+    REQUIRE(bob);
+    const json b = json::parse(bob->body);
+    CHECK(b["user"] == "bob");
+    CHECK(b["remaining"]["requests"] == 60);
+    CHECK(b["remaining"]["tokens"] == 50000);
+    CHECK(bob->body.find("alice") == std::string::npos);
+}
+
+TEST_CASE("/health answers 200 and /metrics exposes the counters in Prometheus text format", "[gateway][http]") {
+    rig r({key("sk-alice-1", "alice", 1, 20000)});
+    auto c = r.client();
+    const auto health = c.Get("/health");
+    REQUIRE(health);
+    CHECK(health->status == 200);
+
+    CHECK(chat(c, "sk-alice-1")->status == 200);
+    CHECK(chat(c, "sk-alice-1")->status == 429);  // user_limit
+    CHECK(chat(c, "sk-nobody")->status == 401);
+    CHECK(chat(c, "sk-alice-1", "{")->status == 400);
+
+    const auto m = c.Get("/metrics");
+    REQUIRE(m);
+    CHECK(m->status == 200);
+    CHECK(m->get_header_value("Content-Type").find("text/plain") == 0);
+    const std::string& t = m->body;
+    for (const char* line : {"# TYPE gateway_requests_admitted_total counter\n",
+                             "\ngateway_requests_admitted_total 1\n",
+                             "\ngateway_requests_rejected_total{reason=\"auth\"} 1\n",
+                             "\ngateway_requests_rejected_total{reason=\"body_too_large\"} 0\n",
+                             "\ngateway_requests_rejected_total{reason=\"bad_request\"} 1\n",
+                             "\ngateway_requests_rejected_total{reason=\"user_limit\"} 1\n",
+                             "\ngateway_requests_rejected_total{reason=\"upstream_wait\"} 0\n",
+                             "\ngateway_upstream_429_total 0\n",
+                             "# TYPE gateway_queue_wait_seconds histogram\n",
+                             "\ngateway_queue_wait_seconds_bucket{le=\"+Inf\"} 1\n",
+                             "\ngateway_queue_wait_seconds_count 1\n",
+                             "\ngateway_keys_tracked 1\n"}) {
+        INFO(line);
+        CHECK(t.find(line) != std::string::npos);
+    }
+}
+
+TEST_CASE("the gateway sends its own key upstream, never the caller's, and the key never appears in a response", "[gateway][http]") {
+    // A recording upstream: it notes the Authorization it receives and answers
+    // with a fixed status (200 with usage, or a 429 the gate must learn from).
+    httplib::Server upstream;
+    std::mutex seen_mutex;
+    std::vector<std::string> seen;
+    std::atomic<int> status{200};
+    upstream.Post("/v1/chat/completions", [&](const httplib::Request& req, httplib::Response& res) {
+        {
+            const std::lock_guard lock(seen_mutex);
+            seen.push_back(req.get_header_value("Authorization"));
+        }
+        res.status = status.load();
+        if (res.status == 429) res.set_header("Retry-After", "1");
+        res.set_header("x-ratelimit-remaining-requests", "99");
+        res.set_content(R"({"id": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})",
+                        "application/json");
+    });
+    const int upstream_port = upstream.bind_to_any_port("127.0.0.1");
+    std::thread serving([&] { upstream.listen_after_bind(); });
+    while (!upstream.is_running()) std::this_thread::sleep_for(1ms);
+
+    {
+        gateway::config g;
+        g.upstream = "http://127.0.0.1:" + std::to_string(upstream_port);
+        g.upstream_key = upstream_secret;
+        g.keys = {key("sk-alice-1", "alice", 2, 20000)};
+        gateway::server gw(g);
+        const int port = gw.start();
+        httplib::Client c("127.0.0.1", port);
+
+        std::vector<httplib::Result> answers;
+        answers.push_back(chat(c, "sk-alice-1"));                            // 200
+        status = 429;
+        answers.push_back(chat(c, "sk-alice-1"));                            // upstream's 429, passed on
+        answers.push_back(chat(c, "sk-alice-1"));                            // user limit 429
+        answers.push_back(chat(c, "sk-mallory"));                            // 401
+        answers.push_back(chat(c, "sk-alice-1", "{"));                       // 400
+        answers.push_back(c.Get("/v1/limits", bearer("sk-alice-1")));
+        answers.push_back(c.Get("/metrics"));
+        answers.push_back(c.Get("/nowhere"));
+        REQUIRE(answers[0]->status == 200);
+        CHECK(answers[0]->body.find("\"usage\"") != std::string::npos);  // the upstream's body comes back
+        CHECK_FALSE(answers[0]->has_header("x-ratelimit-remaining-requests"));  // the shared quota's headers are dropped
+        CHECK(answers[1]->status == 429);
+        CHECK(answers[1]->get_header_value("Retry-After") == "1");
+        CHECK(answers[2]->status == 429);
+        CHECK(answers[7]->status == 404);
+        for (const auto& a : answers) {
+            REQUIRE(a);
+            CHECK(everything(a).find(upstream_secret) == std::string::npos);
+        }
+        CHECK(gw.metrics_text().find("\ngateway_upstream_429_total 1\n") != std::string::npos);
+        gw.stop();
+    }
+    upstream.stop();
+    serving.join();
+    REQUIRE(seen.size() == 2);
+    for (const std::string& auth : seen) CHECK(auth == "Bearer " + upstream_secret);
+}
+
+TEST_CASE("the shared upstream quota is kept: callers wait in line and the upstream never answers 429", "[gateway][http]") {
+    // The mock allows 300 requests per minute (5 per second, a burst of 5); the
+    // gateway is told 240 (4 per second, less 2 % headroom). 20 callers at once
+    // is 4 times the burst: most must wait in the gateway's line, none may be refused.
+    rig r({key("sk-alice-1", "alice", 1000)}, 300, [](gateway::config& g) { g.requests_per_minute = 240; });
+    constexpr int callers = 20;
+    std::atomic<int> ok{0}, other{0};
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> threads;
+    for (int i = 0; i < callers; ++i) {
+        threads.emplace_back([&] {
+            auto c = r.client();
+            const auto res = chat(c, "sk-alice-1");
+            (res && res->status == 200 ? ok : other)++;
+        });
+    }
+    // Midway the line is full and the mock has still refused nothing.
+    std::this_thread::sleep_for(1500ms);
+    CHECK(r.mock->totals().throttled_429 == 0);
+    CHECK(r.mock->totals().admitted < callers);
+    for (auto& t : threads) t.join();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    CHECK(ok == callers);
+    CHECK(other == 0);
+    CHECK(r.mock->totals().throttled_429 == 0);
+    CHECK(r.mock->totals().admitted == callers);
+    // 20 at 3.92 per second after a burst of at most 4: at least (20 - 4) / 3.92 = 4.1 s.
+    CHECK(seconds > 4.0);
+    const std::string m = r.gw->metrics_text();
+    CHECK(m.find("\ngateway_upstream_429_total 0\n") != std::string::npos);
+    CHECK(m.find("\ngateway_queue_wait_seconds_bucket{le=\"0.001\"} " + std::to_string(callers) + "\n") == std::string::npos);
+}
+
+TEST_CASE("a noisy user hammering the gateway does not starve a quiet user", "[gateway][http]") {
+    // Upstream: 600 per minute at the mock, 300 (4.9 per second) at the gateway.
+    // noisy may send 10 a minute (a bucket of 10): 8 threads hammering put at most
+    // 10 in the line, about 2 s of it; the rest is refused with 429 at once.
+    rig r({key("sk-noisy-1", "noisy", 10), key("sk-quiet-1", "quiet", 10)}, 600,
+          [](gateway::config& g) { g.requests_per_minute = 300; });
+    std::atomic<bool> stop{false};
+    std::atomic<int> noisy_ok{0}, noisy_limited{0};
+    std::vector<std::thread> noisy;
+    for (int i = 0; i < 8; ++i) {
+        noisy.emplace_back([&] {
+            auto c = r.client();
+            while (!stop) {
+                const auto res = chat(c, "sk-noisy-1");
+                if (res && res->status == 200) ++noisy_ok;
+                if (res && res->status == 429) {
+                    ++noisy_limited;
+                    std::this_thread::sleep_for(5ms);
+                }
+            }
+        });
+    }
+    std::this_thread::sleep_for(100ms);
+    auto quiet = r.client();
+    std::vector<double> latencies;
+    for (int i = 0; i < 4; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto res = chat(quiet, "sk-quiet-1");
+        latencies.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        REQUIRE(res);
+        CHECK(res->status == 200);
+    }
+    stop = true;
+    for (auto& t : noisy) t.join();
+
+    for (const double s : latencies) CHECK(s < 4.0);  // behind at most noisy's 10 at 4.9 per second
+    CHECK(noisy_ok <= 10 + 1);  // its bucket, plus a refill of one in the 6 s it may run
+    CHECK(noisy_limited > 0);
+    CHECK(r.mock->totals().throttled_429 == 0);
+}
+
+// ---------------------------------------------------------------------------
+// The program
+// ---------------------------------------------------------------------------
+
+namespace {
+
+struct temp_file {
+    explicit temp_file(const std::string& text) {
+        static std::atomic<int> counter{0};
+        path = (fs::temp_directory_path() / ("gateway_test_" + std::to_string(::getpid()) + "_" +
+                                             std::to_string(counter++) + ".json"))
+                   .string();
+        std::ofstream(path) << text;
+    }
+    ~temp_file() { std::remove(path.c_str()); }
+    temp_file(const temp_file&) = delete;
+    temp_file& operator=(const temp_file&) = delete;
+    std::string path;
+};
+
+/// Runs the gateway binary with `args`; returns its exit status and stderr.
+std::pair<int, std::string> run(const std::string& args) {
+    temp_file err("");
+    const int rc = std::system((std::string(GATEWAY_BINARY) + " " + args + " >/dev/null 2>" + err.path).c_str());
+    std::ifstream in(err.path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, text};
+}
+
+const char* keys_json =
+    R"({"keys": [{"key": "sk-alice-1", "user": "alice", "requests_per_minute": 60, "tokens_per_minute": 20000}]})";
+
+}  // namespace
+
+TEST_CASE("the program prints its usage, and refuses bad flags and bad key files with one line and status 2", "[gateway][program]") {
+    CHECK(run("--help").first == 0);
+    temp_file keys(keys_json);
+    const auto unknown = run("--port 0 --upstream http://127.0.0.1:1 --keys " + keys.path + " --bogus 1");
+    CHECK(unknown.first == 2);
+    CHECK(unknown.second.find("--bogus") != std::string::npos);
+    const auto missing = run("--port 0 --upstream http://127.0.0.1:1 --keys /nonexistent/keys.json");
+    CHECK(missing.first == 2);
+    CHECK(std::count(missing.second.begin(), missing.second.end(), '\n') == 1);
+    temp_file bad("{\"keys\": [{\"key\": 1}]}");
+    const auto malformed = run("--port 0 --upstream http://127.0.0.1:1 --keys " + bad.path);
+    CHECK(malformed.first == 2);
+    CHECK(malformed.second.find("keys[0].key") != std::string::npos);
+    CHECK(std::count(malformed.second.begin(), malformed.second.end(), '\n') == 1);
+    const auto env = run("--port 0 --upstream http://127.0.0.1:1 --keys " + keys.path +
+                         " --upstream-key-env GATEWAY_TEST_SURELY_UNSET_VAR");
+    CHECK(env.first == 2);
+    CHECK(run("--port 0 --upstream https://x --keys " + keys.path).first == 2);
+}
+
+TEST_CASE("the program on port 0 prints the port it listens on and serves until SIGTERM", "[gateway][program]") {
+    temp_file keys(keys_json);
+    int out[2];
+    REQUIRE(::pipe(out) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::dup2(out[1], 1);
+        ::close(out[0]);
+        ::execl(GATEWAY_BINARY, GATEWAY_BINARY, "--port", "0", "--upstream", "http://127.0.0.1:1", "--keys",
+                keys.path.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string line;
+    char ch = 0;
+    while (::read(out[0], &ch, 1) == 1 && ch != '\n') line += ch;
+    ::close(out[0]);
+    const std::string prefix = "listening on 127.0.0.1:";
+    REQUIRE(line.rfind(prefix, 0) == 0);
+    const int port = std::stoi(line.substr(prefix.size()));
+    CHECK(port > 0);
+    httplib::Client c("127.0.0.1", port);
+    const auto health = c.Get("/health");
+    REQUIRE(health);
+    CHECK(health->status == 200);
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+}

@@ -249,7 +249,7 @@ private:
         dual_reservation<Clock> r = reserve_locked(n);
         const time_point ready = r.ready_at();
         if (ready > std::max(deadline, clock_.now())) {  // only if the clock went back meanwhile
-            refund(n);  // exact: under the mutex nobody reserved after us
+            r.cancel();  // exact: under the mutex nobody reserved after us
             return std::nullopt;
         }
         return ready;
@@ -262,7 +262,7 @@ private:
             reservation<Clock> tokens = tokens_.reserve(n);
             return dual_reservation<Clock>(clock_, std::move(request), std::move(tokens));
         } catch (...) {
-            requests_.refund(1);  // tokens beyond the time range: give the request back
+            request.cancel();  // tokens beyond the time range: give the request back
             throw;
         }
     }

@@ -13,6 +13,7 @@
 
 #include "clock.hpp"
 #include "detail/chrono.hpp"
+#include "detail/writer_guard.hpp"
 #include "detail/gcra.hpp"
 #include "detail/leaky.hpp"
 #include "detail/text.hpp"
@@ -210,22 +211,6 @@ private:
         record_type record;  // {end tick, origin epoch, end ns}: for cancel
     };
 
-    class writer_guard {
-    public:
-        explicit writer_guard(std::atomic_flag& flag) noexcept : flag_(flag) {
-            while (flag_.test_and_set(std::memory_order_acquire)) flag_.wait(true, std::memory_order_relaxed);
-        }
-        ~writer_guard() {
-            flag_.clear(std::memory_order_release);
-            flag_.notify_one();
-        }
-        writer_guard(const writer_guard&) = delete;
-        writer_guard& operator=(const writer_guard&) = delete;
-
-    private:
-        std::atomic_flag& flag_;
-    };
-
     static std::int64_t checked_max_queue(std::int64_t max_queue) {
         if (max_queue < 0 || max_queue == std::numeric_limits<std::int64_t>::max()) {
             throw std::invalid_argument(std::string(name) + ": max_queue must be >= 0 and < 2^63 - 1, got " +
@@ -348,7 +333,7 @@ private:
 
     /// Moves the tick origin to now, keeping the schedule's distance from now.
     void rebase() {
-        writer_guard guard(rebasing_);
+        detail::writer_guard guard(rebasing_);
         const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
         view v = load();
         if (ticks_at(v, now_at)) return;  // another thread just did it

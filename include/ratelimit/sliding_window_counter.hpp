@@ -12,6 +12,7 @@
 
 #include "clock.hpp"
 #include "detail/chrono.hpp"
+#include "detail/writer_guard.hpp"
 #include "detail/window.hpp"
 #include "limiter.hpp"
 
@@ -192,22 +193,6 @@ private:
         std::int64_t base;
     };
 
-    class writer_guard {
-    public:
-        explicit writer_guard(std::atomic_flag& flag) noexcept : flag_(flag) {
-            while (flag_.test_and_set(std::memory_order_acquire)) flag_.wait(true, std::memory_order_relaxed);
-        }
-        ~writer_guard() {
-            flag_.clear(std::memory_order_release);
-            flag_.notify_one();
-        }
-        writer_guard(const writer_guard&) = delete;
-        writer_guard& operator=(const writer_guard&) = delete;
-
-    private:
-        std::atomic_flag& flag_;
-    };
-
 
     static detail::window::params make_params(std::int64_t limit, duration window) {
         detail::check_positive(name, "limit", limit);
@@ -332,7 +317,7 @@ private:
     /// since the origin), carrying the state over (rolled forward when it lies
     /// before the new base). Afterwards needs_rebase(load(), at) is false.
     void rebase(detail::window::nanoseconds at) {
-        writer_guard guard(writer_);
+        detail::writer_guard guard(writer_);
         const std::int64_t current = detail::window::index_of(at, params_.window);
         view v = load();
         if (current - v.base < rebase_at()) return;  // another caller moved it

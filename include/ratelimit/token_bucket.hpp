@@ -14,6 +14,7 @@
 
 #include "clock.hpp"
 #include "detail/chrono.hpp"
+#include "detail/writer_guard.hpp"
 #include "detail/gcra.hpp"
 #include "detail/text.hpp"
 #include "limiter.hpp"
@@ -150,7 +151,7 @@ public:
 
     /// The refill rate.
     [[nodiscard]] rate current_rate() const {
-        writer_guard guard(writer_);
+        detail::writer_guard guard(writer_);
         return rate_;
     }
 
@@ -200,22 +201,6 @@ private:
         time_point ready_at;
         std::int64_t capacity;
         record_type record;  // {end tick, config epoch, end ns}: for cancel
-    };
-
-    class writer_guard {
-    public:
-        explicit writer_guard(std::atomic_flag& flag) noexcept : flag_(flag) {
-            while (flag_.test_and_set(std::memory_order_acquire)) flag_.wait(true, std::memory_order_relaxed);
-        }
-        ~writer_guard() {
-            flag_.clear(std::memory_order_release);
-            flag_.notify_one();
-        }
-        writer_guard(const writer_guard&) = delete;
-        writer_guard& operator=(const writer_guard&) = delete;
-
-    private:
-        std::atomic_flag& flag_;
     };
 
     static constexpr std::uint64_t pack(detail::gcra::ticks tat, unsigned generation) noexcept {
@@ -373,7 +358,7 @@ private:
     /// Installs a new configuration (new rate, capacity, or just a new origin
     /// at now), converting the state so the permit count is kept.
     void reconfigure(std::optional<rate> new_rate, std::optional<std::int64_t> new_capacity) {
-        writer_guard guard(writer_);
+        detail::writer_guard guard(writer_);
         const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
         view v = load();
         const rate r = new_rate.value_or(rate_);

@@ -4,6 +4,7 @@
 // allow path within 1.5x of now()+CAS uncontended; its deny path within now()
 // plus a few ns.
 #include <ratelimit/token_bucket.hpp>
+#include <ratelimit/tsc_clock.hpp>
 
 #include "bench_support.hpp"
 
@@ -52,6 +53,29 @@ void token_bucket_deny(benchmark::State& state) {
     measure(state, [] { return bucket.try_acquire(1); });
 }
 BENCHMARK(token_bucket_deny)->ThreadRange(1, 4);
+
+// The fast clock: the invariant TSC instead of the kernel's clock source.
+void tsc_clock_now(benchmark::State& state) {
+    measure(state, [] {
+        benchmark::DoNotOptimize(ratelimit::tsc_clock::now());
+        return true;
+    });
+}
+BENCHMARK(tsc_clock_now);
+
+void token_bucket_tsc_allow(benchmark::State& state) {
+    static ratelimit::token_bucket<ratelimit::tsc_clock> bucket(ratelimit::rate::per_second(1e12), 1'000'000'000);
+    measure(state, [] { return bucket.try_acquire(1); });
+}
+BENCHMARK(token_bucket_tsc_allow)->ThreadRange(1, 4);
+
+void token_bucket_tsc_deny(benchmark::State& state) {
+    static ratelimit::token_bucket<ratelimit::tsc_clock> bucket(ratelimit::rate::per_hour(1), 1);
+    static const bool empty = ratelimit_bench::drain(bucket);
+    benchmark::DoNotOptimize(empty);
+    measure(state, [] { return bucket.try_acquire(1); });
+}
+BENCHMARK(token_bucket_tsc_deny)->ThreadRange(1, 4);
 
 }  // namespace
 

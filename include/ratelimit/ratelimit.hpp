@@ -18,3 +18,4 @@
 #include "sliding_window_counter.hpp"
 #include "sliding_window_log.hpp"
 #include "token_bucket.hpp"
+#include "tsc_clock.hpp"

@@ -89,11 +89,13 @@ struct time_scale {
 /// The finest tick at which a bucket of `capacity` permits `interval_ns`
 /// apart fits the state, or nothing when none does (capacity * interval above
 /// 2^121 ns, some 10^20 years, or capacity above 2^59: a permit is at least
-/// one tick).
-[[nodiscard]] inline std::optional<int> finest_fitting_shift(long double interval_ns, std::int64_t capacity) noexcept {
+/// one tick). A store with less room (the Redis script counts in doubles)
+/// passes its own `tolerance_limit`.
+[[nodiscard]] inline std::optional<int> finest_fitting_shift(long double interval_ns, std::int64_t capacity,
+                                                             ticks tolerance_limit = max_tolerance) noexcept {
     for (int shift = finest_shift; shift >= coarsest_shift; --shift) {
         const ticks interval = interval_ticks(interval_ns, shift);
-        if (interval <= max_tolerance / capacity) return shift;
+        if (interval <= tolerance_limit / capacity) return shift;
     }
     return std::nullopt;
 }

@@ -1,0 +1,6 @@
+#pragma once
+// ratelimit/redis.hpp: the Redis-backed limiters (needs hiredis: link ratelimit::redis).
+
+#include "redis/connection.hpp"
+#include "redis/options.hpp"
+#include "redis/token_bucket.hpp"

@@ -1,0 +1,188 @@
+#pragma once
+// The part every Redis-backed limiter shares: one script call per decision,
+// the shared limiter contract around it (argument checks, deadlines, waits),
+// and the outage policy. Each limiter supplies only its script and its
+// in-process fallback.
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <utility>
+
+#include "../clock.hpp"
+#include "../detail/chrono.hpp"
+#include "../limiter.hpp"
+#include "connection.hpp"
+#include "options.hpp"
+
+namespace ratelimit::redis::detail {
+
+/// What a limiter script concluded. Every script returns {verdict, delay_ns, value}.
+enum class verdict : long long {
+    granted = 0,       ///< taken; usable after delay_ns (0: now)
+    too_late = 1,      ///< not taken; could be at the earliest after delay_ns
+    never = 2,         ///< n can never be granted
+    out_of_range = 3,  ///< the state cannot represent the reservation
+};
+
+/// One script call's result: `reached` is false when Redis did not answer.
+struct answer {
+    bool reached = false;
+    verdict outcome = verdict::too_late;
+    std::int64_t delay_ns = 0;
+    std::int64_t value = 0;  ///< the script's third number (e.g. permits left)
+};
+
+/// Integers as decimal text on the stack, for script arguments.
+template <std::size_t N>
+class number_args {
+public:
+    number_args(std::initializer_list<std::int64_t> numbers) {
+        std::size_t i = 0;
+        for (std::int64_t v : numbers) {
+            if (i == N) break;
+            const auto [end, ec] = std::to_chars(text_[i].data(), text_[i].data() + text_[i].size(), v);
+            (void)ec;  // 24 chars hold any int64
+            views_[i] = std::string_view(text_[i].data(), static_cast<std::size_t>(end - text_[i].data()));
+            ++i;
+        }
+        size_ = i;
+    }
+    [[nodiscard]] std::span<const std::string_view> view() const noexcept { return {views_.data(), size_}; }
+
+private:
+    std::array<std::array<char, 24>, N> text_{};
+    std::array<std::string_view, N> views_{};
+    std::size_t size_ = 0;
+};
+
+/// Runs `s` once and reads {verdict, delay_ns, value}; anything else (no
+/// answer, an error reply, a reply of another shape) is an unreached answer.
+inline answer call(connection& c, const script& s, std::span<const std::string_view> keys,
+                   std::span<const std::string_view> args) {
+    const reply r = c.eval(s, keys, args);
+    const redisReply* raw = r.get();
+    if (!r.ok() || raw->type != REDIS_REPLY_ARRAY || raw->elements < 3) return {};
+    for (std::size_t i = 0; i < 3; ++i) {
+        if (raw->element[i]->type != REDIS_REPLY_INTEGER) return {};
+    }
+    const long long code = raw->element[0]->integer;
+    if (code < 0 || code > 3) return {};
+    return {true, static_cast<verdict>(code), std::max<long long>(raw->element[1]->integer, 0),
+            raw->element[2]->integer};
+}
+
+/// The shared contract of a Redis-backed limiter, around one callable
+/// `ask(n, wait_ns) -> answer` that runs the limiter's script: "take n
+/// permits usable within wait_ns of the server's now".
+///
+/// `Local` is the in-process limiter answering under on_error::local_fallback.
+template <clock Clock, class Local>
+class remote {
+public:
+    using duration = typename Clock::duration;
+    using time_point = typename Clock::time_point;
+
+    template <class... LocalArgs>
+    remote(const char* name, connection& c, options o, Clock clock, std::int64_t capacity, LocalArgs&&... local)
+        : name_(name), connection_(&c), options_(std::move(o)), clock_(std::move(clock)), capacity_(capacity) {
+        check_share(name, options_.fallback_share);
+        if (options_.policy == on_error::local_fallback) fallback_.emplace(std::forward<LocalArgs>(local)..., clock_);
+    }
+
+    [[nodiscard]] connection& conn() const noexcept { return *connection_; }
+    [[nodiscard]] const options& opts() const noexcept { return options_; }
+    [[nodiscard]] Clock& clock() noexcept { return clock_; }
+    [[nodiscard]] std::int64_t capacity() const noexcept { return capacity_; }
+    /// Calls answered by the outage policy instead of Redis.
+    [[nodiscard]] std::uint64_t outages() const noexcept { return outages_.load(std::memory_order_relaxed); }
+    /// The in-process limiter used under on_error::local_fallback (null otherwise).
+    [[nodiscard]] Local* fallback() noexcept { return fallback_ ? &*fallback_ : nullptr; }
+
+    /// try_acquire_until: n permits usable by `deadline`, sleeping for the
+    /// delay the script returns; false at once when the script says the
+    /// earliest grant is later. Each retry sleeps the script's delay first.
+    template <class Ask>
+    bool try_until(std::int64_t n, time_point deadline, Ask&& ask) {
+        ratelimit::detail::check_count(name_, n);
+        if (n == 0) return true;
+        if (n > capacity_) return false;
+        for (;;) {
+            const time_point now = clock_.now();
+            const std::int64_t wait_ns = deadline <= now ? 0 : ratelimit::detail::saturating_ns(deadline - now);
+            const answer a = ask(n, wait_ns);
+            if (!a.reached) return on_outage(n, deadline);
+            if (a.outcome == verdict::granted) {
+                if (a.delay_ns > 0) sleep_for_ns(now, a.delay_ns);
+                return true;
+            }
+            if (a.outcome != verdict::too_late || a.delay_ns > wait_ns) return false;
+            sleep_for_ns(now, std::max<std::int64_t>(a.delay_ns, 1));
+        }
+    }
+
+    /// acquire: n permits, waiting as long as it takes; returns the time waited.
+    /// Under an outage: fail_open returns at once, local_fallback asks the
+    /// local limiter, fail_closed throws unavailable.
+    template <class Ask>
+    duration acquire(std::int64_t n, Ask&& ask) {
+        ratelimit::detail::check_count(name_, n);
+        if (n > capacity_) throw capacity_exceeded(name_, n, capacity_);
+        const time_point start = clock_.now();
+        if (n == 0) return duration::zero();
+        for (;;) {
+            const time_point now = clock_.now();
+            const answer a = ask(n, std::numeric_limits<std::int64_t>::max());
+            if (!a.reached) {
+                outages_.fetch_add(1, std::memory_order_relaxed);
+                switch (options_.policy) {
+                    case on_error::fail_open: return clock_.now() - start;
+                    case on_error::local_fallback: fallback_->acquire(n); return clock_.now() - start;
+                    case on_error::fail_closed: break;
+                }
+                throw unavailable(std::string(name_) + ": Redis did not answer (" + connection_->host() + ":" +
+                                  std::to_string(connection_->port()) + ") and the policy is fail_closed");
+            }
+            if (a.outcome == verdict::granted) {
+                if (a.delay_ns > 0) sleep_for_ns(now, a.delay_ns);
+                return clock_.now() - start;
+            }
+            if (a.outcome != verdict::too_late) throw capacity_exceeded(name_, n, capacity_);
+            sleep_for_ns(now, std::max<std::int64_t>(a.delay_ns, 1));
+        }
+    }
+
+    /// The policy's answer to "may n permits go by `deadline`?" during an outage.
+    bool on_outage(std::int64_t n, time_point deadline) {
+        outages_.fetch_add(1, std::memory_order_relaxed);
+        switch (options_.policy) {
+            case on_error::fail_open: return true;
+            case on_error::fail_closed: return false;
+            case on_error::local_fallback: return fallback_->try_acquire_until(n, deadline);
+        }
+        return false;
+    }
+
+private:
+    void sleep_for_ns(time_point from, std::int64_t ns) {
+        ratelimit::sleep_until(clock_,
+                               ratelimit::detail::deadline_after(from, ratelimit::detail::duration_from_ns<duration>(ns)));
+    }
+
+    const char* name_;
+    connection* connection_;
+    options options_;
+    [[no_unique_address]] Clock clock_;
+    std::int64_t capacity_;
+    std::optional<Local> fallback_;
+    std::atomic<std::uint64_t> outages_{0};
+};
+
+}  // namespace ratelimit::redis::detail

@@ -1,0 +1,258 @@
+#pragma once
+// ratelimit::redis::token_bucket: the GCRA token bucket with its state in Redis.
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "../clock.hpp"
+#include "../detail/gcra.hpp"
+#include "../detail/text.hpp"
+#include "../rate.hpp"
+#include "../token_bucket.hpp"
+#include "connection.hpp"
+#include "options.hpp"
+#include "remote.hpp"
+
+namespace ratelimit::redis {
+namespace detail::lua {
+
+/// The largest tick count the script's doubles hold exactly, and the limits
+/// derived from it as in detail/gcra.hpp: the state stays below 2^52, a
+/// bucket's tolerance below 2^49, and the origin moves at 2^51.
+inline constexpr std::int64_t gcra_max_tat = (std::int64_t{1} << 52) - 1;
+inline constexpr std::int64_t gcra_max_tolerance = std::int64_t{1} << 49;
+
+/// detail/gcra.hpp in Lua, function for function (numbers are doubles that
+/// stay below 2^53, so integer arithmetic is exact; divisions are floored
+/// and then corrected to be exact).
+inline constexpr std::string_view gcra_math = R"lua(
+local MAX_TAT = 4503599627370495
+local GRANTED, TOO_LATE, NEVER, OUT_OF_RANGE = 0, 1, 2, 3
+
+local function floor_div(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  return q
+end
+
+local function decide(interval, capacity, tat, now, n, deadline)
+  if n > capacity then return NEVER, tat, now end
+  local base = math.max(tat, now)
+  local cost = n * interval
+  if base > MAX_TAT - cost then return OUT_OF_RANGE, tat, now end
+  local new_tat = base + cost
+  local tolerance = interval * capacity
+  local ready_at = now
+  if new_tat - now > tolerance then ready_at = new_tat - tolerance end
+  if ready_at > math.max(deadline, now) then return TOO_LATE, tat, ready_at end
+  return GRANTED, new_tat, ready_at
+end
+
+local function available(interval, capacity, tat, now)
+  return floor_div(interval * capacity - (math.max(tat, now) - now), interval)
+end
+
+local function refund(interval, capacity, tat, now, n)
+  if tat <= now or n <= 0 or tat - now > interval * capacity then return tat end
+  return math.max(tat - math.min(n, capacity) * interval, now)
+end
+
+local function cancel(interval, capacity, tat, now, n, reserved_end, ready_at)
+  if now > ready_at or tat <= now then return tat end
+  local reserved_after = math.max(0, tat - reserved_end)
+  local own = math.min(n, capacity) * interval
+  if own <= reserved_after then return tat end
+  return math.max(tat - (own - reserved_after), now)
+end
+)lua";
+
+/// The token bucket script. KEYS[1]: a hash {o = origin (server µs), s = tick
+/// shift, t = tat in ticks from o}. ARGV: op ("take", "peek", "refund"),
+/// interval ticks, capacity, shift, n, wait_ns. Returns {verdict, delay_ns,
+/// available}; the key expires when the bucket would be full again.
+inline constexpr std::string_view token_bucket_body = R"lua(
+local op = ARGV[1]
+local interval, capacity, shift = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local n, wait_ns = tonumber(ARGV[5]), tonumber(ARGV[6])
+local clock = redis.call('TIME')
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local stored = redis.call('HMGET', KEYS[1], 'o', 's', 't')
+local origin, stored_shift, tat = tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3])
+if origin == nil or stored_shift == nil or tat == nil then
+  origin, stored_shift, tat = now_us, shift, 0
+end
+-- Another client counting in other ticks: keep the time tat stands for (rounded later).
+if stored_shift ~= shift then
+  tat = math.ceil(tat * 2 ^ (shift - stored_shift))
+end
+local function ticks_from_ns(ns)
+  if ns <= 0 then return 0 end
+  if shift >= 0 then return math.min(ns * 2 ^ shift, MAX_TAT) end
+  return math.floor(ns / 2 ^ (-shift))
+end
+local function ns_from_ticks(t)
+  if t <= 0 then return 0 end
+  if shift >= 0 then return math.ceil(t / 2 ^ shift) end
+  return t * 2 ^ (-shift)
+end
+local now = ticks_from_ns((now_us - origin) * 1000)
+-- Past 2^51 ticks the origin moves to now (tat moves at most one tick later).
+if now > 2251799813685248 or tat <= now then
+  if tat <= now then tat = 0 else tat = tat - now end
+  origin, now = now_us, 0
+end
+local function save(new_tat)
+  if new_tat <= now then
+    redis.call('DEL', KEYS[1])
+    return
+  end
+  redis.call('HSET', KEYS[1], 'o', string.format('%.0f', origin), 's', shift, 't', string.format('%.0f', new_tat))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(ns_from_ticks(new_tat - now) / 1000000) + 1)
+end
+if op == 'refund' then
+  local back = refund(interval, capacity, tat, now, n)
+  if back ~= tat then save(back) end
+  return {GRANTED, 0, available(interval, capacity, back, now)}
+end
+local deadline = now + ticks_from_ns(wait_ns)
+local verdict, new_tat, ready_at = decide(interval, capacity, tat, now, n, deadline)
+if verdict == GRANTED and op == 'take' then save(new_tat) end
+if verdict ~= GRANTED then new_tat = tat end
+return {verdict, ns_from_ticks(ready_at - now), available(interval, capacity, new_tat, now)}
+)lua";
+
+/// The whole script as sent to Redis.
+inline const script& token_bucket_script() {
+    static const script s(std::string(gcra_math) + std::string(token_bucket_body));
+    return s;
+}
+
+}  // namespace detail::lua
+
+/// A token bucket of `capacity` permits, initially full, refilled at rate `r`,
+/// whose state lives in Redis under one key, so every process and machine
+/// using the same key shares one bucket. The math is detail/gcra.hpp's, run
+/// as a Lua script on the server's clock (TIME).
+///
+/// Guarantee: across all clients, in any interval of length T at most
+/// `capacity + r·T` permits are granted (the interval rounded up to a whole
+/// tick, 2^-shift ns with shift chosen as in-process but with the state below
+/// 2^52 ticks), counting permits taken ahead at the time they may be used.
+/// Blocking callers reserve and then sleep on `Clock`: one round trip per call,
+/// no polling.
+///
+/// Thread-safe; one EVALSHA round trip per call (none for n == 0 or n above
+/// capacity). When Redis does not answer, the options' policy answers
+/// within connect_timeout + command_timeout (see options.hpp).
+///
+/// Edge cases: as the in-process token_bucket. Clients sharing a key should
+/// use the same rate and capacity; when they do not, each call applies its
+/// own, and the state keeps the time at which the bucket is full.
+template <clock Clock = std::chrono::steady_clock>
+class token_bucket {
+public:
+    using clock_type = Clock;
+    using duration = typename Clock::duration;
+    using time_point = typename Clock::time_point;
+
+    /// The bucket named `key` on `c`: `capacity` permits (> 0) refilled at `r`.
+    token_bucket(connection& c, std::string key, rate r, std::int64_t capacity, options o = {}, Clock clock = {})
+        : key_(detail::state_key(name, o.prefix, key, "tb")),
+          rate_(r),
+          params_(make_params(r, capacity)),
+          remote_(name, c, o, std::move(clock), capacity, fallback_rate(r, o.fallback_share),
+                  std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(capacity) *
+                                                                      o.fallback_share))) {}
+
+    bool try_acquire(std::int64_t n = 1) { return try_acquire_until(n, remote_.clock().now()); }
+    bool try_acquire_for(std::int64_t n, duration d) {
+        const time_point now = remote_.clock().now();
+        return try_acquire_until(n, ratelimit::detail::deadline_after(now, d));
+    }
+    bool try_acquire_until(std::int64_t n, time_point t) {
+        return remote_.try_until(n, t, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
+    }
+    /// Takes n permits, sleeping until they are usable; returns the time waited.
+    duration acquire(std::int64_t n = 1) {
+        return remote_.acquire(n, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
+    }
+    /// Gives back n unused permits, never beyond a full bucket (nothing while
+    /// reservations run ahead). Ignored during an outage.
+    void refund(std::int64_t n) {
+        ratelimit::detail::check_count(name, n);
+        if (n > 0) run("refund", n, 0);
+    }
+    /// Whole permits in the bucket now, or nothing when Redis does not answer.
+    [[nodiscard]] std::optional<std::int64_t> available() {
+        const detail::answer a = run("peek", 0, 0);
+        if (!a.reached) return std::nullopt;
+        return a.value;
+    }
+    /// How long until n permits are available, or nothing when Redis does not answer.
+    [[nodiscard]] std::optional<duration> time_until_available(std::int64_t n) {
+        ratelimit::detail::check_count(name, n);
+        if (n > capacity()) throw capacity_exceeded(name, n, capacity());
+        const detail::answer a = run("peek", n, 0);
+        if (!a.reached) return std::nullopt;
+        return ratelimit::detail::duration_from_ns<duration>(a.delay_ns);
+    }
+
+    [[nodiscard]] std::int64_t capacity() const noexcept { return params_.capacity; }
+    [[nodiscard]] rate current_rate() const noexcept { return rate_; }
+    /// The Redis key holding the state.
+    [[nodiscard]] const std::string& key() const noexcept { return key_; }
+    /// Calls answered by the outage policy instead of Redis.
+    [[nodiscard]] std::uint64_t outages() const noexcept { return remote_.outages(); }
+
+private:
+    static constexpr const char* name = "ratelimit::redis::token_bucket";
+
+    struct script_params {
+        std::int64_t interval;
+        std::int64_t capacity;
+        int shift;
+    };
+
+    static script_params make_params(rate r, std::int64_t capacity) {
+        ratelimit::detail::check_positive(name, "capacity", capacity);
+        const long double interval_ns = r.exact_interval().count();
+        const std::optional<int> shift =
+            capacity > detail::lua::gcra_max_tolerance
+                ? std::nullopt
+                : ratelimit::detail::gcra::finest_fitting_shift(interval_ns, capacity, detail::lua::gcra_max_tolerance);
+        if (!shift) {
+            throw std::invalid_argument(std::string(name) + ": capacity " + std::to_string(capacity) +
+                                        " at one permit every " +
+                                        ratelimit::detail::number_text(static_cast<double>(interval_ns)) +
+                                        "ns spans more time than the state can hold");
+        }
+        const std::int64_t interval = std::min(ratelimit::detail::gcra::interval_ticks(interval_ns, *shift),
+                                               detail::lua::gcra_max_tolerance);
+        return {interval, capacity, *shift};
+    }
+
+    static rate fallback_rate(rate r, double share) {
+        return rate::per_second(std::max(r.per_second_value() * share, std::numeric_limits<double>::min()));
+    }
+
+    detail::answer run(std::string_view op, std::int64_t n, std::int64_t wait_ns) {
+        const std::string_view keys[] = {key_};
+        const detail::number_args<5> numbers{params_.interval, params_.capacity, params_.shift, n, wait_ns};
+        std::array<std::string_view, 6> args{};
+        args[0] = op;
+        std::copy(numbers.view().begin(), numbers.view().end(), args.begin() + 1);
+        return detail::call(remote_.conn(), detail::lua::token_bucket_script(), keys, args);
+    }
+
+    std::string key_;
+    rate rate_;
+    script_params params_;
+    detail::remote<Clock, ratelimit::token_bucket<Clock>> remote_;
+};
+
+}  // namespace ratelimit::redis

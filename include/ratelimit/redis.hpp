@@ -4,3 +4,4 @@
 #include "redis/connection.hpp"
 #include "redis/options.hpp"
 #include "redis/token_bucket.hpp"
+#include "redis/hash_ring.hpp"

@@ -31,6 +31,10 @@ run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/package/consumer -B ${WORK_DIR}/find
     -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DUSE_FIND_PACKAGE=ON)
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/find)
 run(${WORK_DIR}/find/consumer)
+if(EXISTS ${WORK_DIR}/find/redis_consumer)
+  run(${WORK_DIR}/find/redis_consumer)
+  message(STATUS "package: ratelimit::redis found and linked")
+endif()
 
 # 3. add_subdirectory of a vendored copy (as a git submodule would be):
 #    its tests, examples and benchmarks must stay off.
@@ -41,6 +45,9 @@ file(COPY ${SOURCE_DIR}/tests/package/consumer/ DESTINATION ${WORK_DIR}/vendored
 run(${CMAKE_COMMAND} -S ${WORK_DIR}/vendored -B ${WORK_DIR}/sub ${common} -DUSE_FIND_PACKAGE=OFF)
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/sub)
 run(${WORK_DIR}/sub/consumer)
+if(EXISTS ${WORK_DIR}/sub/redis_consumer)
+  run(${WORK_DIR}/sub/redis_consumer)
+endif()
 if(EXISTS ${WORK_DIR}/sub/third_party/ratelimit/tests)
   message(FATAL_ERROR "add_subdirectory built ratelimit's tests")
 endif()

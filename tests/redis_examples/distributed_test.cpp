@@ -1,0 +1,219 @@
+// The distributed example program (examples/distributed), run as a user would:
+// two worker processes share one Redis token bucket and together stay within
+// burst + rate x seconds; the command line is checked; and with Redis gone
+// each outage policy gives its answer without a crash.
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "support/catch.hpp"
+#include "support/redis_server.hpp"
+
+extern char** environ;
+
+namespace {
+
+struct outcome {
+    int status = -1;  // exit status; -1 when killed by a signal
+    std::string out, err;
+    double seconds = 0;  // wall time of the run
+};
+
+std::string read_all(int fd) {
+    std::string all;
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) all.append(buffer, static_cast<std::size_t>(n));
+    return all;
+}
+
+/// Runs the program with `args` and waits for it.
+outcome run(std::vector<std::string> args) {
+    args.insert(args.begin(), DISTRIBUTED_BINARY);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int out[2], err[2];
+    REQUIRE(::pipe(out) == 0);
+    REQUIRE(::pipe(err) == 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+    posix_spawn_file_actions_addclose(&actions, out[0]);
+    posix_spawn_file_actions_addclose(&actions, err[0]);
+    const auto start = std::chrono::steady_clock::now();
+    pid_t pid = -1;
+    REQUIRE(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(out[1]);
+    ::close(err[1]);
+    outcome o;
+    o.out = read_all(out[0]);  // the output is a few lines: neither pipe fills up
+    o.err = read_all(err[0]);
+    ::close(out[0]);
+    ::close(err[0]);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    o.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return o;
+}
+
+std::string unique_key(const char* name) { return std::string(name) + "-" + std::to_string(::getpid()); }
+
+/// "worker I: N permits" -> N for each worker, in order.
+std::vector<std::int64_t> worker_permits(const std::string& out) {
+    std::vector<std::int64_t> permits;
+    const std::regex line(R"(^worker (\d+): (\d+) permits?\b.*)");
+    std::size_t from = 0;
+    for (std::size_t to; (to = out.find('\n', from)) != std::string::npos; from = to + 1) {
+        const std::string text = out.substr(from, to - from);
+        std::smatch m;
+        if (!std::regex_match(text, m, line)) continue;
+        CHECK(std::stoul(m[1]) == permits.size() + 1);
+        permits.push_back(std::stoll(m[2]));
+    }
+    return permits;
+}
+
+/// "total: N permits in T s; the quota allows at most B + R x T = Q" -> N.
+std::int64_t total_permits(const std::string& out) {
+    std::smatch m;
+    REQUIRE(std::regex_search(out, m, std::regex(R"(total: (\d+) permits in [0-9.]+ s; the quota allows at most )")));
+    return std::stoll(m[1]);
+}
+
+std::int64_t sum(const std::vector<std::int64_t>& v) {
+    std::int64_t s = 0;
+    for (std::int64_t x : v) s += x;
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("two processes sharing one bucket together get at most burst + rate x seconds, and both get permits",
+          "[distributed]") {
+    const int port = ratelimit_test::redis_server::shared().port();
+    const outcome o = run({"--redis-port", std::to_string(port), "--key", unique_key("share"), "--rate", "20",
+                           "--burst", "5", "--seconds", "2", "--workers", "2"});
+    INFO(o.out << o.err);
+    CHECK(o.status == 0);
+    CHECK(o.err.empty());
+    CHECK_THAT(o.out, Catch::Contains("the quota allows at most 5 + 20 x 2.0 = 45"));
+    const auto permits = worker_permits(o.out);
+    REQUIRE(permits.size() == 2);
+    const std::int64_t total = total_permits(o.out);
+    CHECK(total == sum(permits));
+    // 5 + 20 x 2 = 45 at most (+1 for the server's and our clock ticking apart);
+    // at least 60% of it, or the workers did not really wait for their permits.
+    CHECK(total <= 45 + 1);
+    CHECK(total >= 27);
+    CHECK(permits[0] > 0);  // both processes really took permits from the one bucket
+    CHECK(permits[1] > 0);
+}
+
+TEST_CASE("with --json the program prints one JSON object with the same numbers", "[distributed]") {
+    const int port = ratelimit_test::redis_server::shared().port();
+    const outcome o = run({"--redis-port", std::to_string(port), "--key", unique_key("json"), "--rate", "10",
+                           "--burst", "3", "--seconds", "1", "--workers", "3", "--json"});
+    INFO(o.out << o.err);
+    CHECK(o.status == 0);
+    REQUIRE(std::count(o.out.begin(), o.out.end(), '\n') == 1);
+    CHECK(o.out.front() == '{');
+    CHECK_THAT(o.out, Catch::Contains("\"quota\":13,\"within_quota\":true"));  // 3 + 10 x 1
+    CHECK_THAT(o.out, Catch::Contains("{\"worker\":3,"));
+    std::smatch m;
+    REQUIRE(std::regex_search(o.out, m, std::regex(R"("total":(\d+))")));
+    CHECK(std::stoll(m[1]) <= 13 + 1);
+    CHECK(std::stoll(m[1]) >= 8);  // 60% of 13
+}
+
+TEST_CASE("--help prints the usage and exits 0", "[distributed]") {
+    const outcome o = run({"--help"});
+    CHECK(o.status == 0);
+    CHECK_THAT(o.out, Catch::StartsWith("usage: distributed"));
+    for (const char* flag : {"--redis-host", "--redis-port", "--key", "--rate", "--burst", "--seconds", "--workers",
+                             "--policy", "--json"}) {
+        CHECK_THAT(o.out, Catch::Contains(flag));
+    }
+    CHECK(o.err.empty());
+}
+
+TEST_CASE("a bad command line gets one line on stderr and exit status 2", "[distributed]") {
+    const std::string port = std::to_string(ratelimit_test::redis_server::shared().port());
+    const std::vector<std::vector<std::string>> bad = {
+        {"--redis-port", port, "--nope"},           // unknown flag
+        {"--rate", "20"},                           // --redis-port missing
+        {"--redis-port"},                           // value missing
+        {"--redis-port", "70000"},                  // out of range
+        {"--redis-port", port, "--rate", "-5"},     // not a rate
+        {"--redis-port", port, "--workers", "0"},   // no worker
+        {"--redis-port", port, "--policy", "maybe"},
+        {"--redis-port", port, "--key", "a{b}"},    // a brace would change the Redis Cluster hash tag
+    };
+    for (const auto& args : bad) {
+        const outcome o = run(args);
+        INFO(args.back() << ": " << o.err);
+        CHECK(o.status == 2);
+        CHECK(std::count(o.err.begin(), o.err.end(), '\n') == 1);
+        CHECK_THAT(o.err, Catch::StartsWith("distributed: "));
+        CHECK(o.out.empty());
+    }
+    CHECK_THAT(run({"--rate", "20"}).err, Catch::Contains("--redis-port is required"));
+}
+
+TEST_CASE("with Redis gone, fail_closed reports 0 permits without waiting past the run", "[distributed]") {
+    auto server = ratelimit_test::redis_server::start();
+    const std::string port = std::to_string(server->port());
+    server->kill9();  // nothing listens on the port now
+    const outcome o = run({"--redis-port", port, "--key", unique_key("closed"), "--seconds", "1", "--policy",
+                           "fail_closed"});
+    INFO(o.out << o.err);
+    CHECK(o.status == 0);  // 0 permits are within any quota
+    CHECK(o.seconds < 1 + 3);
+    const auto permits = worker_permits(o.out);
+    CHECK(permits == std::vector<std::int64_t>{0, 0});
+    CHECK(total_permits(o.out) == 0);
+    CHECK_THAT(o.out, Catch::Contains("answered by fail_closed: Redis did not answer"));
+}
+
+TEST_CASE("with Redis gone, local_fallback gives each of N workers 1/N of the quota", "[distributed]") {
+    auto server = ratelimit_test::redis_server::start();
+    const std::string port = std::to_string(server->port());
+    server->kill9();
+    const outcome o = run({"--redis-port", port, "--key", unique_key("fallback"), "--rate", "20", "--burst", "4",
+                           "--seconds", "1", "--policy", "local_fallback"});
+    INFO(o.out << o.err);
+    CHECK(o.status == 0);
+    const auto permits = worker_permits(o.out);
+    REQUIRE(permits.size() == 2);
+    // Each worker's local bucket: burst 4 / 2 = 2, rate 20 / 2 = 10 per second:
+    // at most 2 + 10 x 1 = 12 each, 24 in all, within 4 + 20 x 1.
+    CHECK(permits[0] > 0);
+    CHECK(permits[1] > 0);
+    CHECK(permits[0] <= 12 + 1);
+    CHECK(permits[1] <= 12 + 1);
+    CHECK(sum(permits) <= 24);
+}
+
+TEST_CASE("with Redis gone, fail_open grants everything and the program says the quota was exceeded",
+          "[distributed]") {
+    auto server = ratelimit_test::redis_server::start();
+    const std::string port = std::to_string(server->port());
+    server->kill9();
+    const outcome o = run({"--redis-port", port, "--key", unique_key("open"), "--rate", "20", "--burst", "5",
+                           "--seconds", "0.2", "--workers", "1", "--policy", "fail_open"});
+    INFO(o.out << o.err);
+    CHECK(o.status == 1);
+    CHECK(total_permits(o.out) > 5 + 4);  // 5 + 20 x 0.2 = 9 allowed
+    CHECK_THAT(o.out, Catch::Contains("EXCEEDED"));
+}

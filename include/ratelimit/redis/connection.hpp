@@ -225,10 +225,16 @@ private:
     }
 
     /// Blocks SIGPIPE in this thread while a command writes to a socket the
-    /// server may have closed, and discards one raised meanwhile.
+    /// server may have closed, and discards one raised meanwhile. One system
+    /// call when the process already ignores SIGPIPE (as most servers do).
     class sigpipe_guard {
     public:
         sigpipe_guard() noexcept {
+            struct sigaction current {};
+            if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) {
+                active_ = false;
+                return;
+            }
             sigemptyset(&pipe_);
             sigaddset(&pipe_, SIGPIPE);
             sigset_t pending;
@@ -237,6 +243,7 @@ private:
             pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
         }
         ~sigpipe_guard() {
+            if (!active_) return;
             if (!was_pending_) {
                 sigset_t pending;
                 sigpending(&pending);
@@ -255,6 +262,7 @@ private:
         sigset_t pipe_{};
         sigset_t old_{};
         bool was_pending_ = false;
+        bool active_ = true;
     };
 
     /// One command on `context`: null when the connection failed (the

@@ -5,3 +5,5 @@
 #include "redis/options.hpp"
 #include "redis/token_bucket.hpp"
 #include "redis/hash_ring.hpp"
+#include "redis/batched.hpp"
+#include "redis/concurrency_limiter.hpp"

@@ -12,6 +12,7 @@
 #include "support/catch.hpp"
 #include "support/fixtures/adaptive_limiter.hpp"
 #include "support/fixtures/all_of.hpp"
+#include "support/fixtures/batched.hpp"
 #include "support/fixtures/concurrency_limiter.hpp"
 #include "support/fixtures/dual_bucket.hpp"
 #include "support/fixtures/fixed_window.hpp"
@@ -30,7 +31,8 @@ using ratelimit_test::fixture;
     ratelimit::leaky_bucket<manual_clock>, ratelimit::fixed_window<manual_clock>,                                 \
     ratelimit::sliding_window_log<manual_clock>, ratelimit::sliding_window_counter<manual_clock>,                 \
     ratelimit::concurrency_limiter<manual_clock>, ratelimit_test::owned_all_of,                                   \
-    ratelimit::adaptive_limiter<manual_clock>, ratelimit::header_limiter<manual_clock>
+    ratelimit::adaptive_limiter<manual_clock>, ratelimit::header_limiter<manual_clock>,                          \
+    ratelimit_test::owned_batched
 
 namespace {
 

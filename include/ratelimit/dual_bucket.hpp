@@ -110,7 +110,8 @@ public:
     bool try_acquire(std::int64_t n = 1) {
         detail::check_count(name, n);
         if (n > token_capacity()) return false;
-        return take(n, clock_.now()).has_value();
+        const time_point now = clock_.now();
+        return take(n, now, now).has_value();
     }
 
     /// Takes one request and n tokens if both can be had within `d`, sleeping
@@ -128,9 +129,10 @@ public:
     bool try_acquire_until(std::int64_t n, time_point t) {
         detail::check_count(name, n);
         if (n > token_capacity()) return false;
-        const std::optional<time_point> ready = take(n, t);
+        const time_point now = clock_.now();
+        const std::optional<time_point> ready = take(n, now, t);
         if (!ready) return false;
-        if (*ready > clock_.now()) ratelimit::sleep_until(clock_, *ready);
+        if (*ready > now) ratelimit::sleep_until(clock_, *ready);
         return true;
     }
 
@@ -150,8 +152,9 @@ public:
         detail::check_count(name, n);
         const std::int64_t capacity = token_capacity();
         if (n > capacity) throw capacity_exceeded(name, n, capacity);
+        const time_point now = clock_.now();
         std::lock_guard lock(mutex_);
-        return reserve_locked(n);
+        return reserve_locked(n, now);
     }
 
     /// Gives back a whole call not made: one request and its n tokens
@@ -173,7 +176,7 @@ public:
     /// when n > token_capacity().
     [[nodiscard]] duration time_until_available(std::int64_t n = 1) {
         detail::check_count(name, n);
-        return time_until_available_locked(n);  // two reads; no lock needed for an estimate
+        return time_until_available_at(n, clock_.now());  // two reads; no lock needed for an estimate
     }
 
     /// Whole requests in the request bucket now (negative while reserved ahead).
@@ -230,36 +233,36 @@ private:
         return capacity;
     }
 
-    /// The later of the two buckets' waits for one request and n tokens.
-    duration time_until_available_locked(std::int64_t n) {
-        const duration request_wait = requests_.time_until_available(1);
+    /// The later of the two buckets' waits for one request and n tokens, as of `now`.
+    duration time_until_available_at(std::int64_t n, time_point now) {
+        const duration request_wait = requests_.time_until_available_at(1, now);
         if (n == 0) return request_wait;
-        return std::max(request_wait, tokens_.time_until_available(n));
+        return std::max(request_wait, tokens_.time_until_available_at(n, now));
     }
 
     /// The one admission decision: takes one request and n tokens (n <=
     /// token capacity) if both are usable by `deadline` (a past deadline means
-    /// now) and returns when; takes nothing otherwise.
-    std::optional<time_point> take(std::int64_t n, time_point deadline) {
+    /// now) and returns when; takes nothing otherwise. Reads no clock: both
+    /// buckets are asked as of `now`.
+    std::optional<time_point> take(std::int64_t n, time_point now, time_point deadline) {
         std::lock_guard lock(mutex_);
-        const time_point now = clock_.now();
-        const duration wait = time_until_available_locked(n);
+        const duration wait = time_until_available_at(n, now);
         if (wait == duration::max()) return std::nullopt;
         if (wait != duration::zero() && (deadline <= now || wait > deadline - now)) return std::nullopt;
-        dual_reservation<Clock> r = reserve_locked(n);
+        dual_reservation<Clock> r = reserve_locked(n, now);
         const time_point ready = r.ready_at();
-        if (ready > std::max(deadline, clock_.now())) {  // only if the clock went back meanwhile
+        if (ready > std::max(deadline, now)) {  // cannot happen under the mutex; kept as a guard
             r.cancel();  // exact: under the mutex nobody reserved after us
             return std::nullopt;
         }
         return ready;
     }
 
-    /// Under mutex_: reserves one request and n tokens (n <= token capacity).
-    dual_reservation<Clock> reserve_locked(std::int64_t n) {
-        reservation<Clock> request = requests_.reserve(1);
+    /// Under mutex_: reserves one request and n tokens (n <= token capacity) as of `now`.
+    dual_reservation<Clock> reserve_locked(std::int64_t n, time_point now) {
+        reservation<Clock> request = requests_.reserve_at(1, now);
         try {
-            reservation<Clock> tokens = tokens_.reserve(n);
+            reservation<Clock> tokens = tokens_.reserve_at(n, now);
             return dual_reservation<Clock>(clock_, std::move(request), std::move(tokens));
         } catch (...) {
             request.cancel();  // tokens beyond the time range: give the request back

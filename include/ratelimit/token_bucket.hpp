@@ -105,15 +105,7 @@ public:
     /// they may be used. Throws capacity_exceeded when n > capacity().
     reservation<Clock> reserve(std::int64_t n = 1) {
         detail::check_count(name, n);
-        const time_point now = clock_.now();
-        if (n == 0) return reservation<Clock>(clock_, now, 0);
-        const grant g = take(n, now, std::nullopt);
-        if (g.outcome == detail::gcra::verdict::never) throw capacity_exceeded(name, n, g.capacity);
-        if (g.outcome != detail::gcra::verdict::granted) {
-            throw std::overflow_error(std::string(name) + ": n = " + std::to_string(n) +
-                                      " would be ready beyond the representable time range");
-        }
-        return reservation<Clock>(clock_, g.ready_at, n, {this, &give_back, g.record});
+        return reserve_at(n, clock_.now());
     }
 
     /// Gives back n unused permits, never beyond a full bucket.
@@ -132,18 +124,7 @@ public:
     /// How long until n permits could be taken; duration::max() when n > capacity().
     [[nodiscard]] duration time_until_available(std::int64_t n = 1) {
         detail::check_count(name, n);
-        if (n == 0) return duration::zero();
-        return read([n](const detail::gcra::params& p, detail::gcra::ticks tat, detail::gcra::ticks now,
-                        const config& c, std::int64_t now_at) {
-            const detail::gcra::decision d = detail::gcra::decide(p, tat, now, n, std::numeric_limits<detail::gcra::ticks>::max());
-            if (d.outcome != detail::gcra::verdict::granted) return duration::max();
-            if (d.ready_at == now) return duration::zero();
-            // From the clock's own nanosecond, not from the tick it falls in
-            // (a coarse tick would add up to one tick to the wait).
-            std::int64_t wait_ns = 0;
-            if (__builtin_sub_overflow(c.scale.to_ns(d.ready_at), now_at, &wait_ns)) return duration::max();
-            return detail::duration_from_ns<duration>(std::max<std::int64_t>(wait_ns, 0));
-        });
+        return time_until_available_at(n, clock_.now());
     }
 
     /// The most permits the bucket holds.
@@ -168,6 +149,37 @@ public:
     [[nodiscard]] const Clock& get_clock() const noexcept { return clock_; }
 
 private:
+    template <clock>
+    friend class dual_bucket;  // one clock read per call: it passes `now` to both buckets
+
+    /// reserve(n) as of `now` (n >= 0), for a composite that read the clock once.
+    reservation<Clock> reserve_at(std::int64_t n, time_point now) {
+        if (n == 0) return reservation<Clock>(clock_, now, 0);
+        const grant g = take(n, now, std::nullopt);
+        if (g.outcome == detail::gcra::verdict::never) throw capacity_exceeded(name, n, g.capacity);
+        if (g.outcome != detail::gcra::verdict::granted) {
+            throw std::overflow_error(std::string(name) + ": n = " + std::to_string(n) +
+                                      " would be ready beyond the representable time range");
+        }
+        return reservation<Clock>(clock_, g.ready_at, n, {this, &give_back, g.record});
+    }
+
+    /// time_until_available(n) as of `now` (n >= 0).
+    duration time_until_available_at(std::int64_t n, time_point now) {
+        if (n == 0) return duration::zero();
+        return read_at(now, [n](const detail::gcra::params& p, detail::gcra::ticks tat, detail::gcra::ticks now,
+                        const config& c, std::int64_t now_at) {
+            const detail::gcra::decision d = detail::gcra::decide(p, tat, now, n, std::numeric_limits<detail::gcra::ticks>::max());
+            if (d.outcome != detail::gcra::verdict::granted) return duration::max();
+            if (d.ready_at == now) return duration::zero();
+            // From the clock's own nanosecond, not from the tick it falls in
+            // (a coarse tick would add up to one tick to the wait).
+            std::int64_t wait_ns = 0;
+            if (__builtin_sub_overflow(c.scale.to_ns(d.ready_at), now_at, &wait_ns)) return duration::max();
+            return detail::duration_from_ns<duration>(std::max<std::int64_t>(wait_ns, 0));
+        });
+    }
+
     static constexpr const char* name = "ratelimit::token_bucket";
     using record_type = typename detail::canceller<time_point>::record_type;
 
@@ -318,7 +330,13 @@ private:
     /// Evaluates `f(params, tat, now, config, now_ns)` on a consistent snapshot.
     template <class F>
     auto read(F f) {
-        const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
+        return read_at(clock_.now(), std::move(f));
+    }
+
+    /// read(f) as of `now`.
+    template <class F>
+    auto read_at(time_point now, F f) {
+        const std::int64_t now_at = detail::ns_since_epoch(now);
         for (;;) {
             const view v = load();
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);

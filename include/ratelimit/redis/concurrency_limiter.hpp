@@ -443,8 +443,7 @@ private:
         if (deadline) {
             if (!remote_.on_outage(n, *deadline)) return std::nullopt;
         } else {
-            // remote::acquire applies the policy (and counts the outage) on an unreached answer.
-            (void)remote_.acquire(n, [](std::int64_t, std::int64_t) { return detail::answer{}; });
+            remote_.on_outage_blocking(n);
         }
         return grant{first, n, remote_.opts().policy == on_error::local_fallback ? source::local : source::none};
     }

@@ -141,14 +141,8 @@ public:
             const time_point now = clock_.now();
             const answer a = ask(n, std::numeric_limits<std::int64_t>::max());
             if (!a.reached) {
-                outages_.fetch_add(1, std::memory_order_relaxed);
-                switch (options_.policy) {
-                    case on_error::fail_open: return clock_.now() - start;
-                    case on_error::local_fallback: fallback_->acquire(n); return clock_.now() - start;
-                    case on_error::fail_closed: break;
-                }
-                throw unavailable(std::string(name_) + ": Redis did not answer (" + connection_->host() + ":" +
-                                  std::to_string(connection_->port()) + ") and the policy is fail_closed");
+                on_outage_blocking(n);
+                return clock_.now() - start;
             }
             if (a.outcome == verdict::granted) {
                 if (a.delay_ns > 0) sleep_for_ns(now, a.delay_ns);
@@ -157,6 +151,20 @@ public:
             if (a.outcome != verdict::too_late) throw capacity_exceeded(name_, n, capacity_);
             sleep_for_ns(now, std::max<std::int64_t>(a.delay_ns, 1));
         }
+    }
+
+    /// The policy's answer to a blocking acquire of n during an outage:
+    /// fail_open returns, local_fallback waits in the local limiter,
+    /// fail_closed throws unavailable.
+    void on_outage_blocking(std::int64_t n) {
+        outages_.fetch_add(1, std::memory_order_relaxed);
+        switch (options_.policy) {
+            case on_error::fail_open: return;
+            case on_error::local_fallback: fallback_->acquire(n); return;
+            case on_error::fail_closed: break;
+        }
+        throw unavailable(std::string(name_) + ": Redis did not answer (" + connection_->host() + ":" +
+                          std::to_string(connection_->port()) + ") and the policy is fail_closed");
     }
 
     /// The policy's answer to "may n permits go by `deadline`?" during an outage.

@@ -7,3 +7,6 @@
 #include "redis/hash_ring.hpp"
 #include "redis/batched.hpp"
 #include "redis/concurrency_limiter.hpp"
+#include "redis/fixed_window.hpp"
+#include "redis/sliding_window_counter.hpp"
+#include "redis/sliding_window_log.hpp"

@@ -47,6 +47,22 @@ struct redis_fixture<ratelimit::redis::token_bucket<>> {
     }
 };
 
+/// 5 per day (windows aligned at the epoch): a new window starts during a test only at midnight UTC.
+template <class L>
+struct window_fixture {
+    static constexpr std::int64_t burst = 5;
+    static std::unique_ptr<L> make() {
+        return std::make_unique<L>(shared_connection(), unique_key(), burst, std::chrono::hours(24));
+    }
+};
+template <>
+struct redis_fixture<ratelimit::redis::fixed_window<>> : window_fixture<ratelimit::redis::fixed_window<>> {};
+template <>
+struct redis_fixture<ratelimit::redis::sliding_window_log<>> : window_fixture<ratelimit::redis::sliding_window_log<>> {};
+template <>
+struct redis_fixture<ratelimit::redis::sliding_window_counter<>>
+    : window_fixture<ratelimit::redis::sliding_window_counter<>> {};
+
 /// 5 slots whose leases outlive the test.
 template <>
 struct redis_fixture<ratelimit::redis::concurrency_limiter<>> {
@@ -73,7 +89,9 @@ double elapsed_ms(std::chrono::steady_clock::time_point since) {
 
 }  // namespace
 
-#define RATELIMIT_REDIS_TYPES ratelimit::redis::token_bucket<>, ratelimit::redis::concurrency_limiter<>
+#define RATELIMIT_REDIS_TYPES                                                                          \
+    ratelimit::redis::token_bucket<>, ratelimit::redis::concurrency_limiter<>, ratelimit::redis::fixed_window<>, \
+    ratelimit::redis::sliding_window_log<>, ratelimit::redis::sliding_window_counter<>
 
 TEMPLATE_TEST_CASE("a Redis limiter meets the limiter concept", "[conformance]", RATELIMIT_REDIS_TYPES) {
     STATIC_REQUIRE(ratelimit::limiter<TestType>);

@@ -87,3 +87,19 @@ TEST_CASE("token_bucket: 4 processes x 4 threads on one key are granted exactly 
     });
     CHECK(total == limit);
 }
+
+TEST_CASE("fixed_window: 4 processes x 4 threads on one key are granted exactly the limit") {
+    const std::string key = unique_key("processes-fw");
+    const std::int64_t total = granted_across_processes([&](ratelimit::redis::connection& c) {
+        return std::make_unique<ratelimit::redis::fixed_window<>>(c, key, limit, std::chrono::hours(24));
+    });
+    CHECK(total == limit);  // one window a day: a new one starts during the test only at midnight UTC
+}
+
+TEST_CASE("sliding_window_log: 4 processes x 4 threads on one key are granted exactly the limit") {
+    const std::string key = unique_key("processes-swl");
+    const std::int64_t total = granted_across_processes([&](ratelimit::redis::connection& c) {
+        return std::make_unique<ratelimit::redis::sliding_window_log<>>(c, key, limit, std::chrono::hours(1));
+    });
+    CHECK(total == limit);
+}

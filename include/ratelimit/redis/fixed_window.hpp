@@ -1,0 +1,394 @@
+#pragma once
+// ratelimit::redis::fixed_window: at most `limit` permits per window, the
+// count in Redis. This header also holds what the two window scripts share:
+// detail/window.hpp in Lua and the script's time units (sliding_window_counter.hpp
+// includes it).
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "../clock.hpp"
+#include "../detail/chrono.hpp"
+#include "../detail/text.hpp"
+#include "../detail/window.hpp"
+#include "../fixed_window.hpp"
+#include "../limiter.hpp"
+#include "connection.hpp"
+#include "options.hpp"
+#include "remote.hpp"
+
+namespace ratelimit::redis {
+namespace detail {
+
+/// Every number the window scripts keep stays below 2^52 (their doubles are
+/// exact below 2^53; the bit left over covers a sum or a quotient check).
+inline constexpr std::int64_t window_state_max = std::int64_t{1} << 52;
+/// The longest window: 2^50 µs, about 35.7 years.
+inline constexpr std::int64_t window_max_us = std::int64_t{1} << 50;
+
+/// `window` in whole microseconds, rounded up (a shorter window would grant
+/// more). Throws std::invalid_argument naming `window` unless 0 < window <= 2^50 µs.
+template <class Rep, class Period>
+std::int64_t window_microseconds(const char* where, std::chrono::duration<Rep, Period> window) {
+    if (window <= std::chrono::duration<Rep, Period>::zero()) {
+        throw std::invalid_argument(std::string(where) + ": window must be > 0, got " +
+                                    std::to_string(ratelimit::detail::saturating_ns(window)) + "ns");
+    }
+    const long double us = std::chrono::duration<long double, std::micro>(window).count();
+    if (!(us <= static_cast<long double>(window_max_us))) {
+        throw std::invalid_argument(std::string(where) + ": window must be <= 2^50 us (about 35 years), got " +
+                                    ratelimit::detail::number_text(static_cast<double>(us)) + "us");
+    }
+    const std::int64_t whole = static_cast<std::int64_t>(us);
+    return static_cast<long double>(whole) < us ? whole + 1 : whole;
+}
+
+/// The limit the in-process fallback allows: max(1, floor(limit · share)), at most `most`.
+inline std::int64_t fallback_limit(std::int64_t limit, double share, std::int64_t most) {
+    const double scaled = std::min(static_cast<double>(limit) * share, static_cast<double>(limit));
+    const std::int64_t local = scaled >= 1.0 ? static_cast<std::int64_t>(scaled) : 1;  // NaN: 1
+    return std::clamp<std::int64_t>(local, 1, std::max<std::int64_t>(1, most));
+}
+
+/// What a window script counts in: windows of `ticks` ticks of `tick_us` µs
+/// each, on the server's clock (TIME, µs since the Unix epoch), window k
+/// covering [k·ticks, (k+1)·ticks) ticks since the epoch.
+struct window_ticks {
+    std::int64_t ticks;
+    std::int64_t tick_us;
+};
+
+namespace lua {
+
+/// detail/window.hpp in Lua, function for function. Times are ticks since
+/// the Unix epoch; numbers are doubles kept below 2^53 (the scripts keep
+/// them below 2^52), so integer arithmetic is exact; divisions are floored
+/// and then corrected to be exact. Saturation is at 2^53 instead of INT64_MAX.
+inline constexpr std::string_view window_math = R"lua(
+local EXACT = 9007199254740992
+local GRANTED, TOO_LATE, NEVER, OUT_OF_RANGE = 0, 1, 2, 3
+
+local function floor_div(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  return q
+end
+
+local function index_of(t, window)
+  if t <= 0 then return 0 end
+  return floor_div(t, window)
+end
+
+local function start_of(index, window)
+  if index <= 0 then return 0 end
+  if index > floor_div(EXACT, window) then return EXACT end
+  return index * window
+end
+
+local function add_saturating(a, b)
+  if a > EXACT - b then return EXACT end
+  return a + b
+end
+
+local function mul_div_floor(a, b, c)
+  return floor_div(a * b, c)
+end
+
+local function mul_div_ceil(a, b, c)
+  local product = a * b
+  local q = floor_div(product, c)
+  if q * c < product then q = q + 1 end
+  return q
+end
+
+-- fixed: state {w = window, c = count}; returns verdict, next w, next c, ready_at
+local function fixed_decide(limit, window, max_window, w, c, now, n, deadline)
+  if n == 0 then return GRANTED, w, c, now end
+  if n > limit then return NEVER, w, c, now end
+  local first = math.max(w, index_of(now, window))
+  local count = 0
+  if w == first then count = c end
+  local next_w, next_c = first, count + n
+  if count + n > limit then next_w, next_c = first + 1, n end
+  if next_w > max_window then return OUT_OF_RANGE, w, c, now end
+  local ready_at = math.max(now, start_of(next_w, window))
+  if ready_at > math.max(deadline, now) then return TOO_LATE, w, c, ready_at end
+  return GRANTED, next_w, next_c, ready_at
+end
+
+local function fixed_available(limit, window, w, c, now)
+  local current = index_of(now, window)
+  if w > current then return 0 end
+  if w == current then return limit - c end
+  return limit
+end
+
+local function fixed_refund(limit, window, w, c, now, n)
+  if n <= 0 or w ~= index_of(now, window) then return w, c end
+  return w, c - math.min(n, c)
+end
+
+-- sliding: state {w = window, c = current, p = previous}
+local function roll(w, c, p, to)
+  if to <= w then return w, c, p end
+  if to == w + 1 then return to, 0, c end
+  return to, 0, 0
+end
+
+-- returns the rolled state (w, c, p), time, offset
+local function locate(window, w, c, p, now)
+  local current = index_of(now, window)
+  if w >= current then
+    local start = start_of(w, window)
+    local time = math.max(now, start)
+    return w, c, p, time, time - start
+  end
+  local rw, rc, rp = roll(w, c, p, current)
+  return rw, rc, rp, now, now - start_of(current, window)
+end
+
+local function weighted_count(window, c, p, offset)
+  return c + mul_div_ceil(p, window - offset, window)
+end
+
+local function earliest_offset(window, previous, room)
+  if previous <= room then return 0 end
+  return window - mul_div_floor(room, window, previous)
+end
+
+-- returns verdict, next w, next c, next p, ready_at
+local function sliding_decide(limit, window, max_window, w, c, p, now, n, deadline)
+  if n == 0 then return GRANTED, w, c, p, now end
+  if n > limit then return NEVER, w, c, p, now end
+  local aw, ac, ap, _, offset_now = locate(window, w, c, p, now)
+  local next_w, next_c, next_p, offset = aw, ac + n, ap, 0
+  local room = limit - ac - n
+  local here = window
+  if room >= 0 then here = math.max(offset_now, earliest_offset(window, ap, room)) end
+  if here < window then
+    offset = here
+  else
+    local there = earliest_offset(window, ac, limit - n)
+    if there < window then
+      next_w, next_c, next_p, offset = aw + 1, n, ac, there
+    else
+      next_w, next_c, next_p = aw + 2, n, 0
+    end
+  end
+  if next_w > max_window then return OUT_OF_RANGE, w, c, p, now end
+  local ready_at = math.max(now, add_saturating(start_of(next_w, window), offset))
+  if ready_at > math.max(deadline, now) then return TOO_LATE, w, c, p, ready_at end
+  return GRANTED, next_w, next_c, next_p, ready_at
+end
+
+local function sliding_available(limit, window, w, c, p, now)
+  local aw, ac, ap, time, offset = locate(window, w, c, p, now)
+  if time > now then return 0 end
+  return math.max(0, limit - weighted_count(window, ac, ap, offset))
+end
+
+local function sliding_refund(limit, window, w, c, p, now, n)
+  if n <= 0 or w ~= index_of(now, window) then return w, c, p end
+  return w, c - math.min(n, c), p
+end
+)lua";
+
+/// What both window scripts do first. ARGV: op ("take", "peek", "refund"),
+/// limit, window ticks, µs per tick, n, wait_ns. Reads the server's clock
+/// and defines the helpers the bodies use.
+inline constexpr std::string_view window_prelude = R"lua(
+local STATE_MAX = 4503599627370496
+local op = ARGV[1]
+local limit, window, tick_us = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local n, wait_ns = tonumber(ARGV[5]), tonumber(ARGV[6])
+local clock = redis.call('TIME')
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local now = floor_div(now_us, tick_us)
+local max_window = floor_div(STATE_MAX, window)
+-- numbers above 1e14 lose digits in Lua's default number-to-string
+local function text(x) return string.format('%.0f', x) end
+-- the deadline in ticks: the last tick that starts by now + wait
+local function deadline_after(wait)
+  if wait <= 0 then return now end
+  return floor_div(math.min(now_us + floor_div(math.min(wait, EXACT), 1000), STATE_MAX), tick_us)
+end
+-- ns from now until tick `ready` starts (0 when it is now's tick)
+local function delay_ns(ready)
+  if ready <= now then return 0 end
+  return (ready * tick_us - now_us) * 1000
+end
+-- the key lives until tick `until_tick`, and at least a millisecond
+local function expire_at(until_tick)
+  local ms = math.ceil((until_tick * tick_us - now_us) / 1000)
+  redis.call('PEXPIRE', KEYS[1], text(math.max(ms, 0) + 1))
+end
+)lua";
+
+/// The fixed window script. KEYS[1]: a hash {w = window index, c = count}.
+/// Returns {verdict, delay_ns, available}; the key expires when the window
+/// it counts ends.
+inline constexpr std::string_view fixed_window_body = R"lua(
+local stored = redis.call('HMGET', KEYS[1], 'w', 'c')
+local w, c = tonumber(stored[1]), tonumber(stored[2])
+if w == nil or c == nil then w, c = 0, 0 end
+local function save(next_w, next_c)
+  redis.call('HSET', KEYS[1], 'w', text(next_w), 'c', text(next_c))
+  expire_at(start_of(next_w + 1, window))
+end
+if op == 'refund' then
+  local back_w, back_c = fixed_refund(limit, window, w, c, now, n)
+  if back_c ~= c then save(back_w, back_c) end
+  return {GRANTED, 0, math.max(0, fixed_available(limit, window, back_w, back_c, now))}
+end
+local verdict, next_w, next_c, ready_at = fixed_decide(limit, window, max_window, w, c, now, n, deadline_after(wait_ns))
+if verdict == GRANTED and op == 'take' and n > 0 then save(next_w, next_c) end
+if verdict ~= GRANTED or op ~= 'take' then next_w, next_c = w, c end
+return {verdict, delay_ns(ready_at), math.max(0, fixed_available(limit, window, next_w, next_c, now))}
+)lua";
+
+/// The whole script as sent to Redis.
+inline const script& fixed_window_script() {
+    static const script s(std::string(window_math) + std::string(window_prelude) + std::string(fixed_window_body));
+    return s;
+}
+
+}  // namespace lua
+
+/// Runs a window script once: op, limit, window ticks, µs per tick, n, wait_ns.
+inline answer call_window(connection& c, const script& s, const std::string& key, std::string_view op,
+                          std::int64_t limit, window_ticks w, std::int64_t n, std::int64_t wait_ns) {
+    const std::string_view keys[] = {key};
+    const number_args<5> numbers{limit, w.ticks, w.tick_us, n, wait_ns};
+    std::array<std::string_view, 6> args{};
+    args[0] = op;
+    std::copy(numbers.view().begin(), numbers.view().end(), args.begin() + 1);
+    return call(c, s, keys, args);
+}
+
+}  // namespace detail
+
+/// A fixed window limiter whose count lives in Redis under one key, so every
+/// process and machine using the key shares it: time is cut into windows of
+/// length `window` on the Redis server's clock, aligned at the Unix epoch
+/// (window k covers [k·window, (k+1)·window) since 1970-01-01, so a one-minute
+/// window is a calendar minute), and each window grants at most `limit`
+/// permits. The math is detail/window.hpp's, run as a Lua script.
+///
+/// Guarantee: across all clients, at most `limit` permits are granted for each
+/// window, counting permits a caller waited for in the window they became
+/// usable in. An interval of length `window` that straddles a boundary may see
+/// up to 2·limit. Waiting callers take their permits in the first window with
+/// room and then sleep until it starts: one round trip, no polling; while one
+/// waits, the current window grants nothing more (first come, first served).
+///
+/// Thread-safe; one EVALSHA round trip per call (none for n == 0 or n above
+/// limit), one hash {w, c} per key, expiring when its window ends. When
+/// Redis does not answer, the options' policy answers within connect_timeout
+/// + command_timeout; local_fallback asks an in-process ratelimit::fixed_window
+/// at max(1, limit·fallback_share) (aligned at its construction).
+///
+/// Edge cases: as the in-process fixed_window: n == 0 succeeds at once, n < 0
+/// throws std::invalid_argument, n > limit() never blocks (`try_*` return
+/// false, `acquire` throws capacity_exceeded). limit must be in [1, 2^52) and
+/// window in (0, 2^50 µs] (the script's doubles); the window is rounded up to
+/// a whole microsecond. A server clock that goes back reopens no window
+/// already counted. Clients sharing a key must use the same window (the
+/// limit may differ: each call applies its own).
+template <clock Clock = std::chrono::steady_clock>
+class fixed_window {
+public:
+    using clock_type = Clock;
+    using duration = typename Clock::duration;
+    using time_point = typename Clock::time_point;
+
+    /// The largest limit the script's doubles count exactly (2^52 − 1).
+    static constexpr std::int64_t max_limit = detail::window_state_max - 1;
+
+    /// The window named `key` on `c`: at most `limit` (in [1, max_limit])
+    /// permits per `window` (in (0, 2^50 µs]).
+    fixed_window(connection& c, std::string key, std::int64_t limit, duration window, options o = {},
+                 Clock clock = {})
+        : key_(detail::state_key(name, o.prefix, key, "fw")),
+          window_(window),
+          ticks_{detail::window_microseconds(name, window), 1},
+          remote_(name, c, o, std::move(clock), checked_limit(limit),
+                  detail::fallback_limit(limit, o.fallback_share, ratelimit::detail::saturating_ns(window)), window) {}
+
+    bool try_acquire(std::int64_t n = 1) { return try_acquire_until(n, remote_.clock().now()); }
+    bool try_acquire_for(std::int64_t n, duration d) {
+        const time_point now = remote_.clock().now();
+        return try_acquire_until(n, ratelimit::detail::deadline_after(now, d));
+    }
+    /// Takes n permits if a window with room for them starts by `t`, sleeping
+    /// until then; false at once when none does. A past `t` acts as now.
+    bool try_acquire_until(std::int64_t n, time_point t) {
+        return remote_.try_until(n, t, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
+    }
+    /// Takes n permits in the first window with room, sleeping until it starts;
+    /// returns the time waited.
+    duration acquire(std::int64_t n = 1) {
+        return remote_.acquire(n, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
+    }
+    /// Gives back n unused permits to the current window (never below zero);
+    /// nothing once it has ended, while a caller waits for the next, or during an outage.
+    void refund(std::int64_t n) {
+        ratelimit::detail::check_count(name, n);
+        if (n > 0) run("refund", n, 0);
+    }
+    /// Permits the current window can still grant, or nothing when Redis does not answer.
+    [[nodiscard]] std::optional<std::int64_t> available() {
+        const detail::answer a = run("peek", 0, 0);
+        if (!a.reached) return std::nullopt;
+        return a.value;
+    }
+    /// How long until n permits could be taken (the start of the first window
+    /// with room): duration::max() when n > limit(), nothing when Redis does not answer.
+    [[nodiscard]] std::optional<duration> time_until_available(std::int64_t n = 1) {
+        ratelimit::detail::check_count(name, n);
+        if (n > limit()) return duration::max();
+        const detail::answer a = run("peek", n, std::numeric_limits<std::int64_t>::max());
+        if (!a.reached) return std::nullopt;
+        if (a.outcome != detail::verdict::granted) return duration::max();
+        return ratelimit::detail::duration_from_ns<duration>(a.delay_ns);
+    }
+
+    /// The most permits one window grants.
+    [[nodiscard]] std::int64_t limit() const noexcept { return remote_.capacity(); }
+    /// The length of a window, as given (the script rounds it up to whole µs).
+    [[nodiscard]] duration window() const noexcept { return window_; }
+    /// The Redis key holding the state.
+    [[nodiscard]] const std::string& key() const noexcept { return key_; }
+    /// Calls answered by the outage policy instead of Redis.
+    [[nodiscard]] std::uint64_t outages() const noexcept { return remote_.outages(); }
+
+private:
+    static constexpr const char* name = "ratelimit::redis::fixed_window";
+
+    static std::int64_t checked_limit(std::int64_t limit) {
+        ratelimit::detail::check_positive(name, "limit", limit);
+        if (limit > max_limit) {
+            throw std::invalid_argument(std::string(name) + ": limit must be < 2^52 (the script's doubles), got " +
+                                        std::to_string(limit));
+        }
+        return limit;
+    }
+
+    detail::answer run(std::string_view op, std::int64_t n, std::int64_t wait_ns) {
+        return detail::call_window(remote_.conn(), detail::lua::fixed_window_script(), key_, op, limit(), ticks_, n,
+                                   wait_ns);
+    }
+
+    std::string key_;
+    duration window_;
+    detail::window_ticks ticks_;
+    detail::remote<Clock, ratelimit::fixed_window<Clock>> remote_;
+};
+
+}  // namespace ratelimit::redis

@@ -302,11 +302,12 @@ inline answer call_window(connection& c, const script& s, const std::string& key
 /// already counted. Clients sharing a key must use the same window (the
 /// limit may differ: each call applies its own).
 template <clock Clock = std::chrono::steady_clock>
-class fixed_window {
+class fixed_window : public detail::script_limiter<fixed_window<Clock>, Clock, ratelimit::fixed_window<Clock>> {
+    using base = detail::script_limiter<fixed_window<Clock>, Clock, ratelimit::fixed_window<Clock>>;
+    friend base;
+
 public:
-    using clock_type = Clock;
-    using duration = typename Clock::duration;
-    using time_point = typename Clock::time_point;
+    using typename base::duration;
 
     /// The largest limit the script's doubles count exactly (2^52 − 1).
     static constexpr std::int64_t max_limit = detail::window_state_max - 1;
@@ -315,58 +316,19 @@ public:
     /// permits per `window` (in (0, 2^50 µs]).
     fixed_window(connection& c, std::string key, std::int64_t limit, duration window, options o = {},
                  Clock clock = {})
-        : key_(detail::state_key(name, o.prefix, key, "fw")),
+        : base(name, c, key, "fw", o, std::move(clock), checked_limit(limit),
+               detail::fallback_limit(limit, o.fallback_share, ratelimit::detail::saturating_ns(window)), window),
           window_(window),
-          ticks_{detail::window_microseconds(name, window), 1},
-          remote_(name, c, o, std::move(clock), checked_limit(limit),
-                  detail::fallback_limit(limit, o.fallback_share, ratelimit::detail::saturating_ns(window)), window) {}
+          ticks_{detail::window_microseconds(name, window), 1} {}
 
-    bool try_acquire(std::int64_t n = 1) { return try_acquire_until(n, remote_.clock().now()); }
-    bool try_acquire_for(std::int64_t n, duration d) {
-        const time_point now = remote_.clock().now();
-        return try_acquire_until(n, ratelimit::detail::deadline_after(now, d));
-    }
-    /// Takes n permits if a window with room for them starts by `t`, sleeping
-    /// until then; false at once when none does. A past `t` acts as now.
-    bool try_acquire_until(std::int64_t n, time_point t) {
-        return remote_.try_until(n, t, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
-    }
-    /// Takes n permits in the first window with room, sleeping until it starts;
-    /// returns the time waited.
-    duration acquire(std::int64_t n = 1) {
-        return remote_.acquire(n, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
-    }
     /// Gives back n unused permits to the current window (never below zero);
     /// nothing once it has ended, while a caller waits for the next, or during an outage.
-    void refund(std::int64_t n) {
-        ratelimit::detail::check_count(name, n);
-        if (n > 0) run("refund", n, 0);
-    }
-    /// Permits the current window can still grant, or nothing when Redis does not answer.
-    [[nodiscard]] std::optional<std::int64_t> available() {
-        const detail::answer a = run("peek", 0, 0);
-        if (!a.reached) return std::nullopt;
-        return a.value;
-    }
-    /// How long until n permits could be taken (the start of the first window
-    /// with room): duration::max() when n > limit(), nothing when Redis does not answer.
-    [[nodiscard]] std::optional<duration> time_until_available(std::int64_t n = 1) {
-        ratelimit::detail::check_count(name, n);
-        if (n > limit()) return duration::max();
-        const detail::answer a = run("peek", n, std::numeric_limits<std::int64_t>::max());
-        if (!a.reached) return std::nullopt;
-        if (a.outcome != detail::verdict::granted) return duration::max();
-        return ratelimit::detail::duration_from_ns<duration>(a.delay_ns);
-    }
+    void refund(std::int64_t n) { this->refund_permits(n); }
 
     /// The most permits one window grants.
-    [[nodiscard]] std::int64_t limit() const noexcept { return remote_.capacity(); }
+    [[nodiscard]] std::int64_t limit() const noexcept { return this->shared().capacity(); }
     /// The length of a window, as given (the script rounds it up to whole µs).
     [[nodiscard]] duration window() const noexcept { return window_; }
-    /// The Redis key holding the state.
-    [[nodiscard]] const std::string& key() const noexcept { return key_; }
-    /// Calls answered by the outage policy instead of Redis.
-    [[nodiscard]] std::uint64_t outages() const noexcept { return remote_.outages(); }
 
 private:
     static constexpr const char* name = "ratelimit::redis::fixed_window";
@@ -381,14 +343,12 @@ private:
     }
 
     detail::answer run(std::string_view op, std::int64_t n, std::int64_t wait_ns) {
-        return detail::call_window(remote_.conn(), detail::lua::fixed_window_script(), key_, op, limit(), ticks_, n,
+        return detail::call_window(this->shared().conn(), detail::lua::fixed_window_script(), this->key(), op, limit(), ticks_, n,
                                    wait_ns);
     }
 
-    std::string key_;
     duration window_;
     detail::window_ticks ticks_;
-    detail::remote<Clock, ratelimit::fixed_window<Clock>> remote_;
 };
 
 }  // namespace ratelimit::redis

@@ -11,8 +11,10 @@
 #include <chrono>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -191,6 +193,89 @@ private:
     std::int64_t capacity_;
     std::optional<Local> fallback_;
     std::atomic<std::uint64_t> outages_{0};
+};
+
+
+/// The public members every script-backed limiter shares (token_bucket, the
+/// windows, the log), written once around the limiter's one script call:
+/// `Derived::run(op, n, wait_ns) -> answer` with op "take" (n permits usable
+/// within wait_ns), "peek" (the same decision, nothing written) or "refund".
+/// Derived names this class a friend so that run can stay private.
+template <class Derived, clock Clock, class Local>
+class script_limiter {
+public:
+    using clock_type = Clock;
+    using duration = typename Clock::duration;
+    using time_point = typename Clock::time_point;
+
+    /// Takes n permits if they are available now; never blocks.
+    bool try_acquire(std::int64_t n = 1) { return try_acquire_until(n, remote_.clock().now()); }
+    /// Takes n permits if they can be had within `d`, sleeping until then;
+    /// false at once when the script says the earliest grant is later.
+    bool try_acquire_for(std::int64_t n, duration d) {
+        const time_point now = remote_.clock().now();
+        return try_acquire_until(n, ratelimit::detail::deadline_after(now, d));
+    }
+    /// Takes n permits if they can be had by `t`, sleeping until then; false
+    /// at once when the script says the earliest grant is later. A past `t` acts as now.
+    bool try_acquire_until(std::int64_t n, time_point t) {
+        return remote_.try_until(n, t, [this](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
+    }
+    /// Takes n permits, sleeping until they are usable; returns the time waited.
+    /// Throws capacity_exceeded when n is above the limit.
+    duration acquire(std::int64_t n = 1) {
+        return remote_.acquire(n, [this](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
+    }
+    /// Permits available now, or nothing when Redis does not answer.
+    [[nodiscard]] std::optional<std::int64_t> available() {
+        const answer a = run("peek", 0, 0);
+        if (!a.reached) return std::nullopt;
+        return a.value;
+    }
+    /// How long until n permits could be taken (if nobody takes them first):
+    /// duration::max() when n is above the limit, nothing when Redis does not answer.
+    [[nodiscard]] std::optional<duration> time_until_available(std::int64_t n = 1) {
+        ratelimit::detail::check_count(name_, n);
+        if (n > remote_.capacity()) return duration::max();
+        const answer a = run("peek", n, std::numeric_limits<std::int64_t>::max());
+        if (!a.reached) return std::nullopt;
+        if (a.outcome != verdict::granted && a.outcome != verdict::too_late) return duration::max();
+        return ratelimit::detail::duration_from_ns<duration>(a.delay_ns);
+    }
+    /// The Redis key holding the state.
+    [[nodiscard]] const std::string& key() const noexcept { return key_; }
+    /// Calls answered by the outage policy instead of Redis.
+    [[nodiscard]] std::uint64_t outages() const noexcept { return remote_.outages(); }
+
+protected:
+    /// `kind` names the state key's suffix ("<prefix>:{<key>}:<kind>");
+    /// `local` are the fallback limiter's arguments before its clock.
+    template <class... LocalArgs>
+    script_limiter(const char* name, connection& c, std::string_view key, std::string_view kind, const options& o,
+                   Clock clock, std::int64_t capacity, LocalArgs&&... local)
+        : name_(name),
+          key_(state_key(name, o.prefix, key, kind)),
+          remote_(name, c, o, std::move(clock), capacity, std::forward<LocalArgs>(local)...) {}
+    script_limiter(const script_limiter&) = delete;
+    script_limiter& operator=(const script_limiter&) = delete;
+    ~script_limiter() = default;
+
+    /// refund(n) for limiters whose script takes "refund"; ignored during an outage.
+    void refund_permits(std::int64_t n) {
+        ratelimit::detail::check_count(name_, n);
+        if (n > 0) run("refund", n, 0);
+    }
+    [[nodiscard]] remote<Clock, Local>& shared() noexcept { return remote_; }
+    [[nodiscard]] const remote<Clock, Local>& shared() const noexcept { return remote_; }
+
+private:
+    answer run(std::string_view op, std::int64_t n, std::int64_t wait_ns) {
+        return static_cast<Derived&>(*this).run(op, n, wait_ns);
+    }
+
+    const char* name_;
+    std::string key_;
+    remote<Clock, Local> remote_;
 };
 
 }  // namespace ratelimit::redis::detail

@@ -89,69 +89,31 @@ inline const script& sliding_window_counter_script() {
 /// the constructor throws std::invalid_argument naming them. Clients sharing
 /// a key must use the same window.
 template <clock Clock = std::chrono::steady_clock>
-class sliding_window_counter {
+class sliding_window_counter : public detail::script_limiter<sliding_window_counter<Clock>, Clock, ratelimit::sliding_window_counter<Clock>> {
+    using base = detail::script_limiter<sliding_window_counter<Clock>, Clock, ratelimit::sliding_window_counter<Clock>>;
+    friend base;
+
 public:
-    using clock_type = Clock;
-    using duration = typename Clock::duration;
-    using time_point = typename Clock::time_point;
+    using typename base::duration;
 
     /// The window named `key` on `c`: about `limit` (> 0) permits per sliding
     /// `window` (> 0), with limit · window below 2^52 ms.
     sliding_window_counter(connection& c, std::string key, std::int64_t limit, duration window, options o = {},
                            Clock clock = {})
-        : key_(detail::state_key(name, o.prefix, key, "swc")),
+        : base(name, c, key, "swc", o, std::move(clock), limit,
+               detail::fallback_limit(limit, o.fallback_share, ratelimit::sliding_window_counter<Clock>::max_limit),
+               window),
           window_(window),
-          ticks_(make_ticks(limit, window)),
-          remote_(name, c, o, std::move(clock), limit,
-                  detail::fallback_limit(limit, o.fallback_share, ratelimit::sliding_window_counter<Clock>::max_limit),
-                  window) {}
+          ticks_(make_ticks(limit, window)) {}
 
-    bool try_acquire(std::int64_t n = 1) { return try_acquire_until(n, remote_.clock().now()); }
-    bool try_acquire_for(std::int64_t n, duration d) {
-        const time_point now = remote_.clock().now();
-        return try_acquire_until(n, ratelimit::detail::deadline_after(now, d));
-    }
-    /// Takes n permits if the estimate leaves room for them by `t`, sleeping
-    /// until then; false at once when it does not. A past `t` acts as now.
-    bool try_acquire_until(std::int64_t n, time_point t) {
-        return remote_.try_until(n, t, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
-    }
-    /// Takes n permits at the earliest time the estimate leaves room, sleeping
-    /// until then; returns the time waited.
-    duration acquire(std::int64_t n = 1) {
-        return remote_.acquire(n, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
-    }
     /// Gives back n unused permits to the current window (never below zero);
     /// nothing once it has ended, while a caller waits for a later one, or during an outage.
-    void refund(std::int64_t n) {
-        ratelimit::detail::check_count(name, n);
-        if (n > 0) run("refund", n, 0);
-    }
-    /// limit − estimate now (at least 0), or nothing when Redis does not answer.
-    [[nodiscard]] std::optional<std::int64_t> available() {
-        const detail::answer a = run("peek", 0, 0);
-        if (!a.reached) return std::nullopt;
-        return a.value;
-    }
-    /// How long until the estimate leaves room for n permits: duration::max()
-    /// when n > limit(), nothing when Redis does not answer.
-    [[nodiscard]] std::optional<duration> time_until_available(std::int64_t n = 1) {
-        ratelimit::detail::check_count(name, n);
-        if (n > limit()) return duration::max();
-        const detail::answer a = run("peek", n, std::numeric_limits<std::int64_t>::max());
-        if (!a.reached) return std::nullopt;
-        if (a.outcome != detail::verdict::granted) return duration::max();
-        return ratelimit::detail::duration_from_ns<duration>(a.delay_ns);
-    }
+    void refund(std::int64_t n) { this->refund_permits(n); }
 
     /// The most permits the estimate allows per window.
-    [[nodiscard]] std::int64_t limit() const noexcept { return remote_.capacity(); }
+    [[nodiscard]] std::int64_t limit() const noexcept { return this->shared().capacity(); }
     /// The length of a window, as given (the script rounds it up to its tick).
     [[nodiscard]] duration window() const noexcept { return window_; }
-    /// The Redis key holding the state.
-    [[nodiscard]] const std::string& key() const noexcept { return key_; }
-    /// Calls answered by the outage policy instead of Redis.
-    [[nodiscard]] std::uint64_t outages() const noexcept { return remote_.outages(); }
     /// The script's tick in microseconds: 1, or 1000 for a large limit · window.
     [[nodiscard]] std::int64_t tick_microseconds() const noexcept { return ticks_.tick_us; }
 
@@ -171,14 +133,12 @@ private:
     }
 
     detail::answer run(std::string_view op, std::int64_t n, std::int64_t wait_ns) {
-        return detail::call_window(remote_.conn(), detail::lua::sliding_window_counter_script(), key_, op, limit(),
+        return detail::call_window(this->shared().conn(), detail::lua::sliding_window_counter_script(), this->key(), op, limit(),
                                    ticks_, n, wait_ns);
     }
 
-    std::string key_;
     duration window_;
     detail::window_ticks ticks_;
-    detail::remote<Clock, ratelimit::sliding_window_counter<Clock>> remote_;
 };
 
 }  // namespace ratelimit::redis

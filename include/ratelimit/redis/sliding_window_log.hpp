@@ -142,11 +142,12 @@ inline const script& sliding_window_log_script() {
 /// whole µs. A server clock that goes back grants nothing before the newest
 /// logged grant. Clients sharing a key must use the same window.
 template <clock Clock = std::chrono::steady_clock>
-class sliding_window_log {
+class sliding_window_log : public detail::script_limiter<sliding_window_log<Clock>, Clock, ratelimit::sliding_window_log<Clock>> {
+    using base = detail::script_limiter<sliding_window_log<Clock>, Clock, ratelimit::sliding_window_log<Clock>>;
+    friend base;
+
 public:
-    using clock_type = Clock;
-    using duration = typename Clock::duration;
-    using time_point = typename Clock::time_point;
+    using typename base::duration;
 
     /// The largest limit: 2^15 sorted-set members per key (see above).
     static constexpr std::int64_t max_limit = std::int64_t{1} << 15;
@@ -155,53 +156,15 @@ public:
     /// in any `window` (in (0, 2^50 µs]).
     sliding_window_log(connection& c, std::string key, std::int64_t limit, duration window, options o = {},
                        Clock clock = {})
-        : key_(detail::state_key(name, o.prefix, key, "swl")),
+        : base(name, c, key, "swl", o, std::move(clock), checked_limit(limit),
+               detail::fallback_limit(limit, o.fallback_share, max_limit), window),
           window_(window),
-          window_us_(detail::window_microseconds(name, window)),
-          remote_(name, c, o, std::move(clock), checked_limit(limit),
-                  detail::fallback_limit(limit, o.fallback_share, max_limit), window) {}
-
-    bool try_acquire(std::int64_t n = 1) { return try_acquire_until(n, remote_.clock().now()); }
-    bool try_acquire_for(std::int64_t n, duration d) {
-        const time_point now = remote_.clock().now();
-        return try_acquire_until(n, ratelimit::detail::deadline_after(now, d));
-    }
-    /// Takes n permits if the window has room for them by `t`: when it will
-    /// only later, sleeps until the script says and asks again; false at once
-    /// when that is after `t`. A past `t` acts as now.
-    bool try_acquire_until(std::int64_t n, time_point t) {
-        return remote_.try_until(n, t, [&](std::int64_t k, std::int64_t) { return run("take", k); });
-    }
-    /// Takes n permits, sleeping and asking again until the window has room;
-    /// returns the time waited.
-    duration acquire(std::int64_t n = 1) {
-        return remote_.acquire(n, [&](std::int64_t k, std::int64_t) { return run("take", k); });
-    }
-    /// Permits the window has room for now, or nothing when Redis does not answer.
-    [[nodiscard]] std::optional<std::int64_t> available() {
-        const detail::answer a = run("peek", 0);
-        if (!a.reached) return std::nullopt;
-        return a.value;
-    }
-    /// How long until the window has room for n permits (if nobody takes them
-    /// first): duration::max() when n > limit(), nothing when Redis does not answer.
-    [[nodiscard]] std::optional<duration> time_until_available(std::int64_t n = 1) {
-        ratelimit::detail::check_count(name, n);
-        if (n > limit()) return duration::max();
-        const detail::answer a = run("peek", n);
-        if (!a.reached) return std::nullopt;
-        if (a.outcome != detail::verdict::granted && a.outcome != detail::verdict::too_late) return duration::max();
-        return ratelimit::detail::duration_from_ns<duration>(a.delay_ns);
-    }
+          window_us_(detail::window_microseconds(name, window)) {}
 
     /// The most permits granted in any window.
-    [[nodiscard]] std::int64_t limit() const noexcept { return remote_.capacity(); }
+    [[nodiscard]] std::int64_t limit() const noexcept { return this->shared().capacity(); }
     /// The window's length, as given (the script rounds it up to whole µs).
     [[nodiscard]] duration window() const noexcept { return window_; }
-    /// The Redis key holding the log.
-    [[nodiscard]] const std::string& key() const noexcept { return key_; }
-    /// Calls answered by the outage policy instead of Redis.
-    [[nodiscard]] std::uint64_t outages() const noexcept { return remote_.outages(); }
 
 private:
     static constexpr const char* name = "ratelimit::redis::sliding_window_log";
@@ -216,19 +179,18 @@ private:
         return limit;
     }
 
-    detail::answer run(std::string_view op, std::int64_t n) {
-        const std::string_view keys[] = {key_};
+    /// The one script call ("take" or "peek"; the log cannot take ahead, so no wait).
+    detail::answer run(std::string_view op, std::int64_t n, std::int64_t /*wait_ns*/) {
+        const std::string_view keys[] = {this->key()};
         const detail::number_args<3> numbers{limit(), window_us_, n};
         std::array<std::string_view, 4> args{};
         args[0] = op;
         std::copy(numbers.view().begin(), numbers.view().end(), args.begin() + 1);
-        return detail::call(remote_.conn(), detail::lua::sliding_window_log_script(), keys, args);
+        return detail::call(this->shared().conn(), detail::lua::sliding_window_log_script(), keys, args);
     }
 
-    std::string key_;
     duration window_;
     std::int64_t window_us_;
-    detail::remote<Clock, ratelimit::sliding_window_log<Clock>> remote_;
 };
 
 }  // namespace ratelimit::redis

@@ -154,60 +154,24 @@ inline const script& token_bucket_script() {
 /// use the same rate and capacity; when they do not, each call applies its
 /// own, and the state keeps the time at which the bucket is full.
 template <clock Clock = std::chrono::steady_clock>
-class token_bucket {
-public:
-    using clock_type = Clock;
-    using duration = typename Clock::duration;
-    using time_point = typename Clock::time_point;
+class token_bucket : public detail::script_limiter<token_bucket<Clock>, Clock, ratelimit::token_bucket<Clock>> {
+    using base = detail::script_limiter<token_bucket<Clock>, Clock, ratelimit::token_bucket<Clock>>;
+    friend base;
 
+public:
     /// The bucket named `key` on `c`: `capacity` permits (> 0) refilled at `r`.
     token_bucket(connection& c, std::string key, rate r, std::int64_t capacity, options o = {}, Clock clock = {})
-        : key_(detail::state_key(name, o.prefix, key, "tb")),
+        : base(name, c, key, "tb", o, std::move(clock), capacity, fallback_rate(r, o.fallback_share),
+               std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(capacity) * o.fallback_share))),
           rate_(r),
-          params_(make_params(r, capacity)),
-          remote_(name, c, o, std::move(clock), capacity, fallback_rate(r, o.fallback_share),
-                  std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(capacity) *
-                                                                      o.fallback_share))) {}
+          params_(make_params(r, capacity)) {}
 
-    bool try_acquire(std::int64_t n = 1) { return try_acquire_until(n, remote_.clock().now()); }
-    bool try_acquire_for(std::int64_t n, duration d) {
-        const time_point now = remote_.clock().now();
-        return try_acquire_until(n, ratelimit::detail::deadline_after(now, d));
-    }
-    bool try_acquire_until(std::int64_t n, time_point t) {
-        return remote_.try_until(n, t, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
-    }
-    /// Takes n permits, sleeping until they are usable; returns the time waited.
-    duration acquire(std::int64_t n = 1) {
-        return remote_.acquire(n, [&](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); });
-    }
     /// Gives back n unused permits, never beyond a full bucket (nothing while
     /// reservations run ahead). Ignored during an outage.
-    void refund(std::int64_t n) {
-        ratelimit::detail::check_count(name, n);
-        if (n > 0) run("refund", n, 0);
-    }
-    /// Whole permits in the bucket now, or nothing when Redis does not answer.
-    [[nodiscard]] std::optional<std::int64_t> available() {
-        const detail::answer a = run("peek", 0, 0);
-        if (!a.reached) return std::nullopt;
-        return a.value;
-    }
-    /// How long until n permits are available, or nothing when Redis does not answer.
-    [[nodiscard]] std::optional<duration> time_until_available(std::int64_t n) {
-        ratelimit::detail::check_count(name, n);
-        if (n > capacity()) throw capacity_exceeded(name, n, capacity());
-        const detail::answer a = run("peek", n, 0);
-        if (!a.reached) return std::nullopt;
-        return ratelimit::detail::duration_from_ns<duration>(a.delay_ns);
-    }
+    void refund(std::int64_t n) { this->refund_permits(n); }
 
     [[nodiscard]] std::int64_t capacity() const noexcept { return params_.capacity; }
     [[nodiscard]] rate current_rate() const noexcept { return rate_; }
-    /// The Redis key holding the state.
-    [[nodiscard]] const std::string& key() const noexcept { return key_; }
-    /// Calls answered by the outage policy instead of Redis.
-    [[nodiscard]] std::uint64_t outages() const noexcept { return remote_.outages(); }
 
 private:
     static constexpr const char* name = "ratelimit::redis::token_bucket";
@@ -240,19 +204,18 @@ private:
         return rate::per_second(std::max(r.per_second_value() * share, std::numeric_limits<double>::min()));
     }
 
+    /// The one script call ("take", "peek" or "refund").
     detail::answer run(std::string_view op, std::int64_t n, std::int64_t wait_ns) {
-        const std::string_view keys[] = {key_};
+        const std::string_view keys[] = {this->key()};
         const detail::number_args<5> numbers{params_.interval, params_.capacity, params_.shift, n, wait_ns};
         std::array<std::string_view, 6> args{};
         args[0] = op;
         std::copy(numbers.view().begin(), numbers.view().end(), args.begin() + 1);
-        return detail::call(remote_.conn(), detail::lua::token_bucket_script(), keys, args);
+        return detail::call(this->shared().conn(), detail::lua::token_bucket_script(), keys, args);
     }
 
-    std::string key_;
     rate rate_;
     script_params params_;
-    detail::remote<Clock, ratelimit::token_bucket<Clock>> remote_;
 };
 
 }  // namespace ratelimit::redis

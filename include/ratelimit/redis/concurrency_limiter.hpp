@@ -52,8 +52,7 @@ struct lease_decision {
 namespace lua {
 
 /// detail::decide_leases in Lua.
-inline constexpr std::string_view lease_math = R"lua(
-local GRANTED, TOO_LATE, NEVER = 0, 1, 2
+inline const std::string lease_math = std::string(prelude) + R"lua(
 
 local function decide(in_use, max, n)
   if n > max then return NEVER, 0 end

@@ -71,15 +71,8 @@ namespace lua {
 /// the Unix epoch; numbers are doubles kept below 2^53 (the scripts keep
 /// them below 2^52), so integer arithmetic is exact; divisions are floored
 /// and then corrected to be exact. Saturation is at 2^53 instead of INT64_MAX.
-inline constexpr std::string_view window_math = R"lua(
+inline const std::string window_math = std::string(prelude) + R"lua(
 local EXACT = 9007199254740992
-local GRANTED, TOO_LATE, NEVER, OUT_OF_RANGE = 0, 1, 2, 3
-
-local function floor_div(a, b)
-  local q = math.floor(a / b)
-  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
-  return q
-end
 
 local function index_of(t, window)
   if t <= 0 then return 0 end

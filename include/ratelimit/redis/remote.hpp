@@ -34,6 +34,23 @@ enum class verdict : long long {
     out_of_range = 3,  ///< the state cannot represent the reservation
 };
 
+namespace lua {
+
+/// What every limiter script starts with: the codes of `verdict` above and an
+/// exact floored division (Lua numbers are doubles; for integers below 2^53
+/// the quotient is floored and then corrected to be exact).
+inline constexpr std::string_view prelude = R"lua(
+local GRANTED, TOO_LATE, NEVER, OUT_OF_RANGE = 0, 1, 2, 3
+
+local function floor_div(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  return q
+end
+)lua";
+
+}  // namespace lua
+
 /// One script call's result: `reached` is false when Redis did not answer.
 struct answer {
     bool reached = false;

@@ -25,10 +25,9 @@ namespace detail::lua {
 /// detail/sliding_window_log.hpp's decision in Lua, function for function
 /// (the log's search is the sorted set's). Times are µs; a never-used slot
 /// is -2^53, saturation at 2^53.
-inline constexpr std::string_view window_log_math = R"lua(
+inline const std::string window_log_math = std::string(prelude) + R"lua(
 local EXACT = 9007199254740992
 local UNUSED = -EXACT
-local GRANTED, TOO_LATE, NEVER, OUT_OF_RANGE = 0, 1, 2, 3
 
 local function expiry(granted_at, window)
   if granted_at == UNUSED then return UNUSED end

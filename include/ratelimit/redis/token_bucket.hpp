@@ -30,15 +30,8 @@ inline constexpr std::int64_t gcra_max_tolerance = std::int64_t{1} << 49;
 /// detail/gcra.hpp in Lua, function for function (numbers are doubles that
 /// stay below 2^53, so integer arithmetic is exact; divisions are floored
 /// and then corrected to be exact).
-inline constexpr std::string_view gcra_math = R"lua(
+inline const std::string gcra_math = std::string(prelude) + R"lua(
 local MAX_TAT = 4503599627370495
-local GRANTED, TOO_LATE, NEVER, OUT_OF_RANGE = 0, 1, 2, 3
-
-local function floor_div(a, b)
-  local q = math.floor(a / b)
-  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
-  return q
-end
 
 local function decide(interval, capacity, tat, now, n, deadline)
   if n > capacity then return NEVER, tat, now end

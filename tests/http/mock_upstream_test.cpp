@@ -1,12 +1,12 @@
 // mock_upstream: its limit arithmetic on explicit times, then the real server over
 // loopback HTTP (every server on a free port), then the program itself.
 #include "support/catch.hpp"
+#include "support/process.hpp"
 
 #include "mock_upstream.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,8 +16,6 @@
 #include <regex>
 #include <string>
 #include <vector>
-
-extern char** environ;
 
 namespace {
 
@@ -552,55 +550,16 @@ TEST_CASE("stop ends the server promptly, even with an idle keep-alive connectio
 
 namespace {
 
-struct child {
-    pid_t pid = -1;
-    int out = -1;  // its stdout
-    int err = -1;  // its stderr
-};
+using ratelimit_test::child;
+using ratelimit_test::read_all;
+using ratelimit_test::read_line;
 
-child spawn(std::vector<std::string> args) {
-    args.insert(args.begin(), MOCK_UPSTREAM_BINARY);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int out[2], err[2];
-    REQUIRE(::pipe(out) == 0);
-    REQUIRE(::pipe(err) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-    posix_spawn_file_actions_addclose(&actions, out[0]);
-    posix_spawn_file_actions_addclose(&actions, err[0]);
-    child c;
-    REQUIRE(posix_spawn(&c.pid, argv[0], &actions, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(out[1]);
-    ::close(err[1]);
-    c.out = out[0];
-    c.err = err[0];
-    return c;
-}
-
-std::string read_line(int fd) {
-    std::string line;
-    char ch = 0;
-    while (::read(fd, &ch, 1) == 1 && ch != '\n') line += ch;
-    return line;
-}
-
-std::string read_all(int fd) {
-    std::string all;
-    char buf[256];
-    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) all.append(buf, static_cast<std::size_t>(n));
-    return all;
-}
+child spawn(std::vector<std::string> args) { return ratelimit_test::spawn(MOCK_UPSTREAM_BINARY, std::move(args)); }
 
 int wait_exit(pid_t pid) {
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    REQUIRE(WIFEXITED(status));
-    return WEXITSTATUS(status);
+    const int status = ratelimit_test::exit_status(pid);
+    REQUIRE(status >= 0);
+    return status;
 }
 
 }  // namespace

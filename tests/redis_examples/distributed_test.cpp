@@ -4,7 +4,6 @@
 // each outage policy gives its answer without a crash.
 
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,9 +15,8 @@
 #include <vector>
 
 #include "support/catch.hpp"
+#include "support/process.hpp"
 #include "support/redis_server.hpp"
-
-extern char** environ;
 
 namespace {
 
@@ -28,43 +26,17 @@ struct outcome {
     double seconds = 0;  // wall time of the run
 };
 
-std::string read_all(int fd) {
-    std::string all;
-    char buffer[4096];
-    for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) all.append(buffer, static_cast<std::size_t>(n));
-    return all;
-}
-
 /// Runs the program with `args` and waits for it.
 outcome run(std::vector<std::string> args) {
-    args.insert(args.begin(), DISTRIBUTED_BINARY);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int out[2], err[2];
-    REQUIRE(::pipe(out) == 0);
-    REQUIRE(::pipe(err) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-    posix_spawn_file_actions_addclose(&actions, out[0]);
-    posix_spawn_file_actions_addclose(&actions, err[0]);
     const auto start = std::chrono::steady_clock::now();
-    pid_t pid = -1;
-    REQUIRE(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(out[1]);
-    ::close(err[1]);
+    const ratelimit_test::child c = ratelimit_test::spawn(DISTRIBUTED_BINARY, std::move(args));
     outcome o;
-    o.out = read_all(out[0]);  // the output is a few lines: neither pipe fills up
-    o.err = read_all(err[0]);
-    ::close(out[0]);
-    ::close(err[0]);
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    o.out = ratelimit_test::read_all(c.out);  // the output is a few lines: neither pipe fills up
+    o.err = ratelimit_test::read_all(c.err);
+    ::close(c.out);
+    ::close(c.err);
+    o.status = ratelimit_test::exit_status(c.pid);
     o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    o.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     return o;
 }
 

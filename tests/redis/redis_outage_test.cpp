@@ -155,3 +155,24 @@ TEST_CASE("a server that never existed is an outage, not an exception") {
     CHECK_FALSE(closed.try_acquire());
     CHECK_FALSE(closed.available().has_value());
 }
+
+TEST_CASE("reserve during an outage follows the policy") {
+    auto server = ratelimit_test::redis_server::start();
+    ratelimit::redis::connection c("127.0.0.1", server->port(), quick);
+    bucket closed(c, "reserve-closed", rate::per_hour(1), 2, with(on_error::fail_closed));
+    bucket open(c, "reserve-open", rate::per_hour(1), 2, with(on_error::fail_open));
+    bucket local(c, "reserve-local", rate::per_hour(1), 2, with(on_error::local_fallback, 0.5));
+    server->kill9();
+    CHECK_THROWS_AS(closed.reserve(1), ratelimit::redis::unavailable);
+    auto granted = open.reserve(2);
+    CHECK(granted.ready_at() <= std::chrono::steady_clock::now());
+    auto from_local = local.reserve(1);  // the local bucket holds 2 * 0.5 = 1, refilled every 2 hours
+    CHECK(from_local.ready_at() <= std::chrono::steady_clock::now());
+    CHECK_FALSE(local.try_acquire());
+    auto ahead = local.reserve(1);  // ready in about 2 hours
+    CHECK(ahead.ready_at() - std::chrono::steady_clock::now() > 1h);
+    ahead.cancel();  // goes back to the local bucket it came from
+    auto again = local.reserve(1);
+    CHECK(again.ready_at() - ahead.ready_at() < 1min);  // the same slot, not the one after it
+    CHECK(local.outages() == 4);
+}

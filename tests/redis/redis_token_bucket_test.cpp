@@ -23,6 +23,8 @@ using ratelimit::rate;
 using bucket = ratelimit::redis::token_bucket<>;
 
 static_assert(ratelimit::limiter<bucket>);
+static_assert(ratelimit::refundable_limiter<bucket>);
+static_assert(ratelimit::reservable_limiter<bucket>);
 
 ratelimit::redis::connection& shared_connection() {
     static ratelimit::redis::connection c("127.0.0.1", ratelimit_test::redis_server::shared().port(),
@@ -171,4 +173,46 @@ TEST_CASE("over one real second a fast bucket grants no more than capacity + rat
     const double seconds = elapsed_ms(start) / 1000.0;
     CHECK(granted <= 10 + static_cast<std::int64_t>(200 * seconds) + 1);
     CHECK(granted >= 50);  // it does refill (wide margin for a loaded machine)
+}
+
+TEST_CASE("reserve takes permits ahead of time and says when they are usable") {
+    bucket b(shared_connection(), unique_key("reserve"), rate::per_second(10), 1);  // one permit every 100 ms
+    REQUIRE(b.try_acquire());
+    const auto before = std::chrono::steady_clock::now();
+    ratelimit::reservation<std::chrono::steady_clock> r = b.reserve(1);
+    CHECK(r.count() == 1);
+    CHECK(r.ready_at() - before > 50ms);
+    CHECK(r.ready_at() - before <= 150ms);
+    CHECK_FALSE(b.try_acquire());  // the next permit is this reservation's
+    r.wait();
+    CHECK(std::chrono::steady_clock::now() >= r.ready_at());
+    CHECK_THROWS_AS(b.reserve(2), ratelimit::capacity_exceeded);
+}
+
+TEST_CASE("cancel gives back what later reservations did not take (x/time/rate's rule, on the server)") {
+    bucket b(shared_connection(), unique_key("cancel"), rate::per_second(10), 1);
+    REQUIRE(b.try_acquire());
+    auto first = b.reserve(1);   // ready in ~100 ms
+    auto second = b.reserve(1);  // ready in ~200 ms
+    const auto wait_before = b.time_until_available(1);
+    REQUIRE(wait_before.has_value());
+    CHECK(*wait_before > 200ms);  // the next free slot is ~300 ms away
+    first.cancel();               // a later reservation took the slot after it: nothing comes back
+    CHECK(*b.time_until_available(1) > 200ms);
+    second.cancel();              // the last reservation gives back all of it
+    const auto wait_after = b.time_until_available(1);
+    CHECK(*wait_after <= 200ms);
+    CHECK(*wait_after > 100ms);
+    second.cancel();  // acts once
+    CHECK(*b.time_until_available(1) > 100ms);
+}
+
+TEST_CASE("a reservation past its ready time gives nothing back") {
+    bucket b(shared_connection(), unique_key("cancel-late"), rate::per_second(20), 1);  // 50 ms apart
+    REQUIRE(b.try_acquire());
+    auto r = b.reserve(1);
+    r.wait();
+    std::this_thread::sleep_for(10ms);
+    r.cancel();
+    CHECK(*b.time_until_available(1) > 0ms);  // the permit stays taken: the bucket is still refilling
 }

@@ -57,6 +57,7 @@ struct answer {
     verdict outcome = verdict::too_late;
     std::int64_t delay_ns = 0;
     std::int64_t value = 0;  ///< the script's third number (e.g. permits left)
+    std::array<std::int64_t, 3> record{};  ///< numbers 4 to 6 when the script returns them
 };
 
 /// Integers as decimal text on the stack, for script arguments.
@@ -94,8 +95,12 @@ inline answer call(connection& c, const script& s, std::span<const std::string_v
     }
     const long long code = raw->element[0]->integer;
     if (code < 0 || code > 3) return {};
-    return {true, static_cast<verdict>(code), std::max<long long>(raw->element[1]->integer, 0),
-            raw->element[2]->integer};
+    answer a{true, static_cast<verdict>(code), std::max<long long>(raw->element[1]->integer, 0),
+             raw->element[2]->integer};
+    for (std::size_t i = 3; i < 6 && i < raw->elements; ++i) {
+        if (raw->element[i]->type == REDIS_REPLY_INTEGER) a.record[i - 3] = raw->element[i]->integer;
+    }
+    return a;
 }
 
 /// The shared contract of a Redis-backed limiter, around one callable
@@ -172,11 +177,14 @@ public:
         }
     }
 
+    /// Notes one call answered without Redis.
+    void count_outage() noexcept { outages_.fetch_add(1, std::memory_order_relaxed); }
+
     /// The policy's answer to a blocking acquire of n during an outage:
     /// fail_open returns, local_fallback waits in the local limiter,
     /// fail_closed throws unavailable.
     void on_outage_blocking(std::int64_t n) {
-        outages_.fetch_add(1, std::memory_order_relaxed);
+        count_outage();
         switch (options_.policy) {
             case on_error::fail_open: return;
             case on_error::local_fallback: fallback_->acquire(n); return;
@@ -188,7 +196,7 @@ public:
 
     /// The policy's answer to "may n permits go by `deadline`?" during an outage.
     bool on_outage(std::int64_t n, time_point deadline) {
-        outages_.fetch_add(1, std::memory_order_relaxed);
+        count_outage();
         switch (options_.policy) {
             case on_error::fail_open: return true;
             case on_error::fail_closed: return false;

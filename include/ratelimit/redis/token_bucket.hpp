@@ -65,9 +65,11 @@ end
 )lua";
 
 /// The token bucket script. KEYS[1]: a hash {o = origin (server µs), s = tick
-/// shift, t = tat in ticks from o}. ARGV: op ("take", "peek", "refund"),
-/// interval ticks, capacity, shift, n, wait_ns. Returns {verdict, delay_ns,
-/// available}; the key expires when the bucket would be full again.
+/// shift, t = tat in ticks from o}. ARGV: op ("take", "peek", "refund",
+/// "cancel"), interval ticks, capacity, shift, n, wait_ns, and for "cancel"
+/// the reservation's {end tick, origin, ready tick}. Returns {verdict,
+/// delay_ns, available, end tick, origin, ready tick}; the key expires when
+/// the bucket would be full again.
 inline constexpr std::string_view token_bucket_body = R"lua(
 local op = ARGV[1]
 local interval, capacity, shift = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -76,11 +78,13 @@ local clock = redis.call('TIME')
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local stored = redis.call('HMGET', KEYS[1], 'o', 's', 't')
 local origin, stored_shift, tat = tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3])
-if origin == nil or stored_shift == nil or tat == nil then
+local fresh = origin == nil or stored_shift == nil or tat == nil
+if fresh then
   origin, stored_shift, tat = now_us, shift, 0
 end
+local same_ticks = stored_shift == shift
 -- Another client counting in other ticks: keep the time tat stands for (rounded later).
-if stored_shift ~= shift then
+if not same_ticks then
   tat = math.ceil(tat * 2 ^ (shift - stored_shift))
 end
 local function ticks_from_ns(ns)
@@ -91,14 +95,9 @@ end
 local function ns_from_ticks(t)
   if t <= 0 then return 0 end
   if shift >= 0 then return math.ceil(t / 2 ^ shift) end
-  return t * 2 ^ (-shift)
+  return math.min(t * 2 ^ (-shift), 9000000000000000000)
 end
 local now = ticks_from_ns((now_us - origin) * 1000)
--- Past 2^51 ticks the origin moves to now (tat moves at most one tick later).
-if now > 2251799813685248 or tat <= now then
-  if tat <= now then tat = 0 else tat = tat - now end
-  origin, now = now_us, 0
-end
 local function save(new_tat)
   if new_tat <= now then
     redis.call('DEL', KEYS[1])
@@ -107,16 +106,32 @@ local function save(new_tat)
   redis.call('HSET', KEYS[1], 'o', string.format('%.0f', origin), 's', shift, 't', string.format('%.0f', new_tat))
   redis.call('PEXPIRE', KEYS[1], math.ceil(ns_from_ticks(new_tat - now) / 1000000) + 1)
 end
+if op == 'cancel' then
+  -- A reservation counts from the origin it was made under; when the origin
+  -- or the tick moved since, the bucket was full meanwhile (or rescaled by
+  -- another client): nothing is owed back.
+  local back = tat
+  if not fresh and same_ticks and origin == tonumber(ARGV[8]) then
+    back = cancel(interval, capacity, tat, now, n, tonumber(ARGV[7]), tonumber(ARGV[9]))
+    if back ~= tat then save(back) end
+  end
+  return {GRANTED, 0, available(interval, capacity, back, now), 0, 0, 0}
+end
+-- Past 2^51 ticks the origin moves to now (tat moves at most one tick later).
+if now > 2251799813685248 or tat <= now then
+  if tat <= now then tat = 0 else tat = tat - now end
+  origin, now = now_us, 0
+end
 if op == 'refund' then
   local back = refund(interval, capacity, tat, now, n)
   if back ~= tat then save(back) end
-  return {GRANTED, 0, available(interval, capacity, back, now)}
+  return {GRANTED, 0, available(interval, capacity, back, now), 0, 0, 0}
 end
 local deadline = now + ticks_from_ns(wait_ns)
 local verdict, new_tat, ready_at = decide(interval, capacity, tat, now, n, deadline)
 if verdict == GRANTED and op == 'take' then save(new_tat) end
 if verdict ~= GRANTED then new_tat = tat end
-return {verdict, ns_from_ticks(ready_at - now), available(interval, capacity, new_tat, now)}
+return {verdict, ns_from_ticks(ready_at - now), available(interval, capacity, new_tat, now), new_tat, origin, ready_at}
 )lua";
 
 /// The whole script as sent to Redis.
@@ -163,6 +178,36 @@ public:
     /// reservations run ahead). Ignored during an outage.
     void refund(std::int64_t n) { this->refund_permits(n); }
 
+    /// Takes n permits now, possibly ahead of time (one round trip); the
+    /// reservation says when they may be used, and its cancel() gives back by
+    /// x/time/rate's rule, judged on the server's clock (one more round trip;
+    /// nothing during an outage). Throws capacity_exceeded when n >
+    /// capacity(). During an outage: fail_open gives a reservation ready now,
+    /// local_fallback the local bucket's, fail_closed throws unavailable.
+    reservation<Clock> reserve(std::int64_t n = 1) {
+        ratelimit::detail::check_count(name, n);
+        if (n > capacity()) throw capacity_exceeded(name, n, capacity());
+        Clock& clock = this->shared().clock();
+        const typename base::time_point now = clock.now();
+        if (n == 0) return reservation<Clock>(clock, now, 0);
+        const detail::answer a = run("take", n, std::numeric_limits<std::int64_t>::max());
+        if (!a.reached) {
+            if (auto* local = this->shared().fallback()) {
+                this->shared().count_outage();
+                return local->reserve(n);
+            }
+            this->shared().on_outage_blocking(n);  // fail_open returns; fail_closed throws
+            return reservation<Clock>(clock, now, n);
+        }
+        if (a.outcome != detail::verdict::granted) {
+            throw std::overflow_error(std::string(name) + ": n = " + std::to_string(n) +
+                                      " would be ready beyond the representable time range");
+        }
+        const auto ready = ratelimit::detail::deadline_after(
+            now, ratelimit::detail::duration_from_ns<typename base::duration>(a.delay_ns));
+        return reservation<Clock>(clock, ready, n, {this, &give_back, a.record});
+    }
+
     [[nodiscard]] std::int64_t capacity() const noexcept { return params_.capacity; }
     [[nodiscard]] rate current_rate() const noexcept { return rate_; }
 
@@ -197,14 +242,27 @@ private:
         return rate::per_second(std::max(r.per_second_value() * share, std::numeric_limits<double>::min()));
     }
 
-    /// The one script call ("take", "peek" or "refund").
-    detail::answer run(std::string_view op, std::int64_t n, std::int64_t wait_ns) {
+    using record_type = std::array<std::int64_t, 3>;
+
+    /// The one script call ("take", "peek", "refund", or "cancel" with the
+    /// reservation's record).
+    detail::answer run(std::string_view op, std::int64_t n, std::int64_t wait_ns, const record_type& record = {}) {
         const std::string_view keys[] = {this->key()};
-        const detail::number_args<5> numbers{params_.interval, params_.capacity, params_.shift, n, wait_ns};
-        std::array<std::string_view, 6> args{};
+        const detail::number_args<8> numbers{params_.interval, params_.capacity, params_.shift, n, wait_ns,
+                                             record[0], record[1], record[2]};
+        std::array<std::string_view, 9> args{};
         args[0] = op;
         std::copy(numbers.view().begin(), numbers.view().end(), args.begin() + 1);
         return detail::call(this->shared().conn(), detail::lua::token_bucket_script(), keys, args);
+    }
+
+    /// A reservation's cancel(): the script applies x/time/rate's rule on the
+    /// server's clock; an outage gives nothing back (the permits stay taken).
+    static void give_back(void* owner, std::int64_t n, typename base::time_point, const record_type& record) noexcept {
+        try {
+            (void)static_cast<token_bucket*>(owner)->run("cancel", n, 0, record);
+        } catch (...) {  // allocation failure: keep the permits taken, the conservative side
+        }
     }
 
     rate rate_;

@@ -176,3 +176,36 @@ TEST_CASE("reserve during an outage follows the policy") {
     CHECK(again.ready_at() - ahead.ready_at() < 1min);  // the same slot, not the one after it
     CHECK(local.outages() == 4);
 }
+
+TEST_CASE("kill -9 while threads are calling: no call hangs, the policy answers, and calls recover after restart") {
+    auto server = ratelimit_test::redis_server::start();
+    ratelimit::redis::connection c("127.0.0.1", server->port(), quick);
+    bucket b(c, "mid-run", rate::per_second(1000), 1000, with(on_error::fail_closed));
+    std::atomic<bool> stop{false};
+    std::atomic<int> slow{0};
+    std::atomic<std::int64_t> granted_after_restart{0};
+    std::atomic<bool> restarted{false};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&] {
+            while (!stop) {
+                bool ok = false;
+                if (timed_ms([&] { ok = b.try_acquire(); }) > 2 * bound_ms) ++slow;
+                if (ok && restarted) ++granted_after_restart;
+            }
+        });
+    }
+    std::this_thread::sleep_for(300ms);
+    server->kill9();  // mid-run: calls are in flight
+    std::this_thread::sleep_for(500ms);
+    const std::uint64_t outages_while_down = b.outages();
+    server->restart();
+    restarted = true;
+    std::this_thread::sleep_for(1000ms);  // the breaker probes after 300 ms
+    stop = true;
+    for (auto& t : threads) t.join();
+    CHECK(slow == 0);
+    CHECK(outages_while_down > 0);
+    CHECK(granted_after_restart > 0);
+    CHECK_FALSE(c.circuit_open());
+}

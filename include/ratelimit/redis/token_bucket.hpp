@@ -152,15 +152,22 @@ inline const script& token_bucket_script() {
 /// tick, 2^-shift ns with shift chosen as in-process but with the state below
 /// 2^52 ticks), counting permits taken ahead at the time they may be used.
 /// Blocking callers reserve and then sleep on `Clock`: one round trip per call,
-/// no polling.
+/// no polling. `reserve(n)` hands out the same reservation as in-process;
+/// its cancel() is judged by the script on the server's clock.
 ///
 /// Thread-safe; one EVALSHA round trip per call (none for n == 0 or n above
 /// capacity). When Redis does not answer, the options' policy answers
-/// within connect_timeout + command_timeout (see options.hpp).
+/// within connect_timeout + command_timeout (see options.hpp);
+/// local_fallback asks an in-process token_bucket at fallback_share of the
+/// rate and of the capacity (at least 1).
 ///
 /// Edge cases: as the in-process token_bucket. Clients sharing a key should
 /// use the same rate and capacity; when they do not, each call applies its
-/// own, and the state keeps the time at which the bucket is full.
+/// own, and the state keeps the time at which the bucket is full. The state's
+/// origin moves forward whenever the bucket is full, and after 2^51 ticks
+/// of continuous debt (39 hours at the finest tick), so the script's doubles
+/// stay exact. capacity · interval must fit 2^49 ticks (std::invalid_argument
+/// otherwise).
 template <clock Clock = std::chrono::steady_clock>
 class token_bucket : public detail::script_limiter<token_bucket<Clock>, Clock, ratelimit::token_bucket<Clock>> {
     using base = detail::script_limiter<token_bucket<Clock>, Clock, ratelimit::token_bucket<Clock>>;

@@ -7,6 +7,7 @@
 #include "../common/flags.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,9 @@ int main(int argc, char** argv) {
     flags.number("seconds", c.seconds, "S", "how long the workers run (default 3)", 0.01, 3600);
     flags.integer("workers", c.workers, "N", "worker processes, each with its own connection (default 2)", 1, 256);
     flags.text("policy", policy, "P", "when Redis is down: fail_closed (default), fail_open, local_fallback");
+    std::string password_env;
+    flags.text("redis-password-env", password_env, "NAME",
+               "the environment variable holding the Redis password (never given on the command line)");
     flags.toggle("json", json, "print one JSON object instead of text");
     examples::flags::parse_or_exit(flags, argc, argv);
 
@@ -35,6 +39,13 @@ int main(int argc, char** argv) {
                                                   policy + "'");
     }
     c.policy = *parsed_policy;
+    if (!password_env.empty()) {
+        const char* password = std::getenv(password_env.c_str());
+        if (password == nullptr) {
+            examples::flags::usage_failure(flags, "--redis-password-env: the variable " + password_env + " is not set");
+        }
+        c.password = password;
+    }
     try {
         distributed::check(c);
     } catch (const std::invalid_argument& e) {

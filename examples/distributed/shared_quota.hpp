@@ -55,6 +55,7 @@ struct config {
     double seconds = 3;      ///< how long the workers run
     int workers = 2;         ///< processes sharing the quota
     on_error policy = on_error::fail_closed;
+    std::string password;  ///< sent as AUTH when not empty (read from an environment variable)
 };
 
 /// How long a worker refused by an outage waits before it asks again.
@@ -112,6 +113,7 @@ static_assert(std::is_trivially_copyable_v<worker_result>);
 inline worker_result run_worker(const config& c, steady_clock::time_point deadline) {
     ratelimit::redis::connection_options connection_options;
     connection_options.pool_size = 1;
+    connection_options.password = c.password;
     ratelimit::redis::connection conn(c.host, c.port, connection_options);
     ratelimit::redis::token_bucket<> bucket(conn, c.key, ratelimit::rate::per_second(c.rate), c.burst,
                                             limiter_options(c));

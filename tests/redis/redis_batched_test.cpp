@@ -74,7 +74,7 @@ private:
 
 using local_bucket = ratelimit::token_bucket<manual_clock>;
 
-constexpr ratelimit::redis::connection_options patient{1000ms, 2000ms};
+const ratelimit::redis::connection_options patient{1000ms, 2000ms};
 
 std::string unique_key(const std::string& name) { return name + "-" + std::to_string(::getpid()); }
 

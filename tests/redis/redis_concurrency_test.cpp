@@ -29,7 +29,7 @@ using ratelimit::redis::connection;
 using ratelimit::redis::detail::verdict;
 using steady = std::chrono::steady_clock;
 
-constexpr ratelimit::redis::connection_options patient{1000ms, 2000ms};
+const ratelimit::redis::connection_options patient{1000ms, 2000ms};
 
 connection& server_connection() {
     static connection c("127.0.0.1", ratelimit_test::redis_server::shared().port(), patient);

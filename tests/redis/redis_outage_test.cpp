@@ -21,7 +21,7 @@ using ratelimit::rate;
 using ratelimit::redis::on_error;
 using bucket = ratelimit::redis::token_bucket<>;
 
-constexpr ratelimit::redis::connection_options quick{100ms, 100ms, 2, 300ms};
+const ratelimit::redis::connection_options quick{100ms, 100ms, 2, 300ms};
 // connect + command timeout, plus slack for a loaded machine.
 constexpr double bound_ms = 200 + 300;
 

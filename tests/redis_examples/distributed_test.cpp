@@ -189,3 +189,18 @@ TEST_CASE("with Redis gone, fail_open grants everything and the program says the
     CHECK(total_permits(o.out) > 5 + 4);  // 5 + 20 x 0.2 = 9 allowed
     CHECK_THAT(o.out, Catch::Contains("EXCEEDED"));
 }
+
+TEST_CASE("the password comes from the variable --redis-password-env names") {
+    auto server = ratelimit_test::redis_server::start({"--requirepass", "s3cret"});
+    const std::string port = std::to_string(server->port());
+    ::setenv("RATELIMIT_TEST_REDIS_PASSWORD", "s3cret", 1);
+    const outcome with = run({"--redis-port", port, "--redis-password-env", "RATELIMIT_TEST_REDIS_PASSWORD",
+                              "--seconds", "0.3", "--key", unique_key("password")});
+    CHECK(with.status == 0);
+    CHECK(with.out.find("total: 0 permits") == std::string::npos);  // the workers got permits
+    const outcome unset = run({"--redis-port", port, "--redis-password-env", "RATELIMIT_TEST_UNSET_VARIABLE"});
+    CHECK(unset.status == 2);
+    CHECK(unset.err.find("RATELIMIT_TEST_UNSET_VARIABLE is not set") != std::string::npos);
+    const outcome without = run({"--redis-port", port, "--seconds", "0.3", "--key", unique_key("no-password")});
+    CHECK(without.out.find("total: 0 permits") != std::string::npos);  // fail_closed: Redis refuses every call
+}

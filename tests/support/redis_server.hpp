@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <hiredis/hiredis.h>
 
@@ -26,8 +27,10 @@ namespace ratelimit_test {
 class redis_server {
 public:
     /// Starts a private server on a free loopback port and waits until it answers.
-    static std::unique_ptr<redis_server> start() {
+    /// `extra` are more redis-server arguments, e.g. {"--requirepass", "secret"}.
+    static std::unique_ptr<redis_server> start(std::vector<std::string> extra = {}) {
         auto server = std::unique_ptr<redis_server>(new redis_server(free_port(), true));
+        server->extra_ = std::move(extra);
         server->launch();
         return server;
     }
@@ -54,12 +57,17 @@ public:
     /// Starts the server again on the same port (after kill9).
     void restart() { launch(); }
 
-    /// Runs one command on a fresh connection (for setup: FLUSHALL, CLIENT PAUSE ...).
-    bool command(const char* format) const {
+    /// Runs one command on a fresh connection (for setup: FLUSHALL, CLIENT PAUSE ...),
+    /// after AUTH with `password` when given.
+    bool command(const char* format, const char* password = nullptr) const {
         timeval tv{1, 0};
         redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, tv);
         if (c == nullptr) return false;
         bool ok = false;
+        if (c->err == 0 && password != nullptr) {
+            auto* r = static_cast<redisReply*>(redisCommand(c, "AUTH %s", password));
+            if (r != nullptr) freeReplyObject(r);
+        }
         if (c->err == 0) {
             auto* r = static_cast<redisReply*>(redisCommand(c, format));
             ok = r != nullptr && r->type != REDIS_REPLY_ERROR;
@@ -93,15 +101,20 @@ private:
         const char* binary = std::getenv("RATELIMIT_REDIS_SERVER");
         const std::string program = binary != nullptr && *binary != '\0' ? binary : "redis-server";
         const std::string port = std::to_string(port_);
+        std::vector<std::string> args{program, "--port", port, "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--logfile", "/dev/null"};
+        args.insert(args.end(), extra_.begin(), extra_.end());
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
         pid_ = ::fork();
         if (pid_ == 0) {
-            ::execlp(program.c_str(), program.c_str(), "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--logfile", "/dev/null", static_cast<char*>(nullptr));
+            ::execvp(argv[0], argv.data());
             ::_exit(127);
         }
         if (pid_ < 0) throw std::runtime_error("redis_server: fork failed");
         for (int i = 0; i < 500; ++i) {  // up to 5 s
-            if (command("PING")) return;
+            if (answers()) return;
             int status = 0;
             if (::waitpid(pid_, &status, WNOHANG) == pid_) {
                 pid_ = -1;
@@ -121,8 +134,24 @@ private:
         pid_ = -1;
     }
 
+    /// The server is up: it answers PING, with +PONG or with an error (NOAUTH).
+    bool answers() const {
+        timeval tv{1, 0};
+        redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, tv);
+        if (c == nullptr) return false;
+        bool up = false;
+        if (c->err == 0) {
+            auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
+            up = r != nullptr;
+            if (r != nullptr) freeReplyObject(r);
+        }
+        redisFree(c);
+        return up;
+    }
+
     int port_;
     bool owned_;
+    std::vector<std::string> extra_;
     pid_t pid_ = -1;
 };
 

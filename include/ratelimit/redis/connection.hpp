@@ -37,6 +37,12 @@ struct connection_options {
     /// the network, for this long; then one call probes the server and closes
     /// the circuit when it answers.
     std::chrono::milliseconds breaker_cooldown{250};
+    /// Sent as AUTH on every new connection when not empty (with `username`
+    /// too when that is not empty: Redis 6 ACL users).
+    std::string username{};
+    std::string password{};
+    /// The logical database, selected on every new connection when not 0.
+    int database = 0;
 };
 
 /// What became of one command.
@@ -116,6 +122,10 @@ public:
         }
         check_timeout("connect_timeout", options.connect_timeout);
         check_timeout("command_timeout", options.command_timeout);
+        if (options.database < 0) {
+            throw std::invalid_argument("redis::connection: database must be >= 0, got " +
+                                        std::to_string(options.database));
+        }
         if (options.breaker_cooldown.count() < 0) {
             throw std::invalid_argument("redis::connection: breaker_cooldown must be >= 0, got " +
                                         std::to_string(options.breaker_cooldown.count()) + "ms");
@@ -213,13 +223,45 @@ private:
         pool_free_.notify_one();
     }
 
-    /// Opens a context with both timeouts set, or null.
-    redisContext* open() const {
+    /// Opens a context with both timeouts set, authenticated and on its
+    /// database; null when any step fails (`refused` says the server answered
+    /// AUTH or SELECT with an error, as opposed to not answering).
+    redisContext* open(std::string& refused) const {
         redisContext* c = redisConnectWithTimeout(host_.c_str(), port_, to_timeval(options_.connect_timeout));
         if (c == nullptr) return nullptr;
         if (c->err != 0 || redisSetTimeout(c, to_timeval(options_.command_timeout)) != REDIS_OK) {
             redisFree(c);
             return nullptr;
+        }
+        const auto setup = [&](std::initializer_list<std::string_view> args) {
+            std::array<const char*, 3> argv{};
+            std::array<std::size_t, 3> lengths{};
+            std::size_t argc = 0;
+            for (std::string_view a : args) {
+                argv[argc] = a.data();
+                lengths[argc++] = a.size();
+            }
+            redisReply* r = send(c, argc, argv.data(), lengths.data());
+            if (r == nullptr) return false;  // send freed the context
+            const bool ok = r->type != REDIS_REPLY_ERROR;
+            if (!ok) refused.assign(r->str, r->len);
+            freeReplyObject(r);
+            return ok;
+        };
+        if (!options_.password.empty()) {
+            const bool ok = options_.username.empty() ? setup({"AUTH", options_.password})
+                                                      : setup({"AUTH", options_.username, options_.password});
+            if (!ok) {
+                if (c != nullptr) redisFree(c);
+                return nullptr;
+            }
+        }
+        if (options_.database != 0) {
+            const std::string database = std::to_string(options_.database);
+            if (!setup({"SELECT", database})) {
+                if (c != nullptr) redisFree(c);
+                return nullptr;
+            }
         }
         return c;
     }
@@ -324,10 +366,13 @@ private:
             ~returner() { self.give_back(context); }
         } give{*this, context};
 
-        if (context == nullptr) context = open();
+        std::string refused;
+        if (context == nullptr) context = open(refused);
         if (context == nullptr) {
             record(false, probe);
-            return {status::unavailable, nullptr, "redis: cannot connect to " + host_ + ":" + std::to_string(port_)};
+            return {status::unavailable, nullptr,
+                    "redis: cannot connect to " + host_ + ":" + std::to_string(port_) +
+                        (refused.empty() ? std::string() : " (" + refused + ")")};
         }
         redisReply* r = send(context, argc, argv.data(), lengths.data());
         if (r != nullptr && s != nullptr && is_noscript(r)) {

@@ -108,3 +108,40 @@ TEST_CASE("an error reply is a server error, not an outage: the circuit stays cl
     CHECK(c.command(std::span<const std::string_view>(too_many, 25)).code() == status::server_error);
     CHECK(c.command({"PING"}).ok());
 }
+
+TEST_CASE("the circuit opens after breaker_threshold failures in a row, and a success resets the count") {
+    auto server = ratelimit_test::redis_server::start();
+    connection_options o{200ms, 200ms, 1};
+    o.breaker_threshold = 3;
+    o.breaker_cooldown = 10s;
+    connection c("127.0.0.1", server->port(), o);
+    REQUIRE(c.command({"PING"}).ok());
+    server->kill9();
+    CHECK(c.command({"PING"}).code() == status::unavailable);
+    CHECK_FALSE(c.circuit_open());
+    CHECK(c.command({"PING"}).code() == status::unavailable);
+    CHECK_FALSE(c.circuit_open());
+    CHECK(c.command({"PING"}).code() == status::unavailable);
+    CHECK(c.circuit_open());  // the third failure in a row
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(c.command({"PING"}).error().find("circuit open") != std::string::npos);
+    CHECK(std::chrono::steady_clock::now() - start < 50ms);  // without touching the network
+
+    connection_options zero{};
+    zero.breaker_threshold = 0;
+    CHECK_THROWS_WITH(connection("127.0.0.1", 6379, zero), Catch::Contains("breaker_threshold must be >= 1, got 0"));
+}
+
+TEST_CASE("failures that are not in a row do not open the circuit") {
+    auto server = ratelimit_test::redis_server::start();
+    connection_options o{200ms, 200ms, 1};
+    o.breaker_threshold = 2;
+    connection c("127.0.0.1", server->port(), o);
+    server->kill9();
+    CHECK(c.command({"PING"}).code() == status::unavailable);  // 1 failure
+    server->restart();
+    CHECK(c.command({"PING"}).ok());  // resets the count
+    server->kill9();
+    CHECK(c.command({"PING"}).code() == status::unavailable);  // 1 failure again
+    CHECK_FALSE(c.circuit_open());
+}

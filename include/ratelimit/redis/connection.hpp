@@ -33,10 +33,14 @@ struct connection_options {
     std::chrono::milliseconds connect_timeout{200};  ///< to open one TCP connection
     std::chrono::milliseconds command_timeout{100};  ///< to send one command and read its reply
     int pool_size = 4;                               ///< contexts used in parallel, >= 1
-    /// After a failure the circuit opens: calls fail at once, without touching
-    /// the network, for this long; then one call probes the server and closes
-    /// the circuit when it answers.
+    /// After `breaker_threshold` failed calls in a row the circuit opens:
+    /// calls fail at once, without touching the network, for this long; then
+    /// one call probes the server and closes the circuit when it answers.
     std::chrono::milliseconds breaker_cooldown{250};
+    /// Consecutive failed calls that open the circuit (>= 1). 1 protects
+    /// callers best during an outage; more rides out a single slow reply, at
+    /// the price of that many timeouts before the circuit opens.
+    int breaker_threshold = 1;
     /// Sent as AUTH on every new connection when not empty (with `username`
     /// too when that is not empty: Redis 6 ACL users).
     std::string username{};
@@ -102,7 +106,8 @@ private:
 /// getting a context (waiting for a free one is bounded by the same amount),
 /// and never throws for an outage: it answers status::unavailable. After a
 /// failure the circuit breaker answers unavailable at once for
-/// `breaker_cooldown`; then one call probes, and the first success closes it.
+/// `breaker_cooldown` (after `breaker_threshold` consecutive failures); then
+/// one call probes, and the first success closes it.
 /// The same connection recovers when the server returns.
 ///
 /// Thread-safe. Each call holds a pool mutex briefly to take and return a
@@ -125,6 +130,10 @@ public:
         if (options.database < 0) {
             throw std::invalid_argument("redis::connection: database must be >= 0, got " +
                                         std::to_string(options.database));
+        }
+        if (options.breaker_threshold < 1) {
+            throw std::invalid_argument("redis::connection: breaker_threshold must be >= 1, got " +
+                                        std::to_string(options.breaker_threshold));
         }
         if (options.breaker_cooldown.count() < 0) {
             throw std::invalid_argument("redis::connection: breaker_cooldown must be >= 0, got " +
@@ -194,8 +203,9 @@ private:
     }
     void record(bool reached_server, bool probe) noexcept {
         if (reached_server) {
+            if (failures_.load(std::memory_order_relaxed) != 0) failures_.store(0, std::memory_order_relaxed);
             if (open_until_.load(std::memory_order_relaxed) != 0) open_until_.store(0, std::memory_order_release);
-        } else {
+        } else if (probe || failures_.fetch_add(1, std::memory_order_relaxed) + 1 >= options_.breaker_threshold) {
             const std::int64_t cooldown =
                 std::chrono::duration_cast<std::chrono::nanoseconds>(options_.breaker_cooldown).count();
             open_until_.store(std::max<std::int64_t>(steady_ns() + cooldown, 1), std::memory_order_release);
@@ -400,6 +410,7 @@ private:
     std::vector<redisContext*> idle_;  // null: a slot not connected yet
     std::atomic<std::int64_t> open_until_{0};  // steady ns the circuit stays open until; 0 = closed
     std::atomic<bool> probing_{false};
+    std::atomic<int> failures_{0};  // consecutive failed calls
 };
 
 }  // namespace ratelimit::redis

@@ -1,4 +1,4 @@
-// The Lua window math in redis/fixed_window.hpp (detail/window.hpp mirrored)
+// The Lua window math in redis/window_script.hpp (detail/window.hpp mirrored)
 // and redis/sliding_window_log.hpp (detail/sliding_window_log.hpp's decision)
 // against the C++: first the hand-computed vectors of
 // tests/support/window_vectors.hpp, then seeded random rows checked against

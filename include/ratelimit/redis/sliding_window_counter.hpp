@@ -16,9 +16,9 @@
 #include "../limiter.hpp"
 #include "../sliding_window_counter.hpp"
 #include "connection.hpp"
-#include "fixed_window.hpp"  // the window math in Lua and the script's time units
 #include "options.hpp"
 #include "remote.hpp"
+#include "window_script.hpp"
 
 namespace ratelimit::redis {
 namespace detail::lua {

@@ -15,9 +15,9 @@
 #include "../limiter.hpp"
 #include "../sliding_window_log.hpp"
 #include "connection.hpp"
-#include "fixed_window.hpp"  // window_microseconds, fallback_limit
 #include "options.hpp"
 #include "remote.hpp"
+#include "window_script.hpp"
 
 namespace ratelimit::redis {
 namespace detail::lua {

@@ -216,3 +216,37 @@ TEST_CASE("a reservation past its ready time gives nothing back") {
     r.cancel();
     CHECK(*b.time_until_available(1) > 0ms);  // the permit stays taken: the bucket is still refilling
 }
+
+TEST_CASE("after 2^51 ticks of continuous debt the state's origin moves to now and the debt is kept") {
+    // A bucket saturated for 39 hours keeps its first origin (it is never full).
+    // Craft that state: origin 2^51 ticks + 1 s ago, one permit (10^9 ns = 1.6e10
+    // ticks at the finest tick, 2^-4 ns) of debt.
+    bucket b(shared_connection(), unique_key("rebase"), rate::per_second(1), 3);
+    const ratelimit::redis::reply time = shared_connection().command({"TIME"});
+    REQUIRE(time.ok());
+    const std::int64_t now_us = std::stoll(std::string(time.get()->element[0]->str, time.get()->element[0]->len)) *
+                                    1'000'000 +
+                                std::stoll(std::string(time.get()->element[1]->str, time.get()->element[1]->len));
+    const std::int64_t ticks_per_us = 16'000;
+    const std::int64_t age_us = (std::int64_t{1} << 51) / ticks_per_us + 1'000'000;
+    const std::int64_t origin_us = now_us - age_us;
+    const std::int64_t now_ticks = age_us * ticks_per_us;
+    const std::int64_t tat = now_ticks + 16'000'000'000;  // one permit of debt: 2 of 3 left
+    REQUIRE(shared_connection()
+                .command({"HSET", b.key(), "o", std::to_string(origin_us), "s", "4", "t", std::to_string(tat)})
+                .ok());
+    REQUIRE(shared_connection().command({"PEXPIRE", b.key(), "60000"}).ok());
+
+    CHECK(b.try_acquire());  // rebases, then takes one: 1 left
+    const ratelimit::redis::reply state = shared_connection().command({"HMGET", b.key(), "o", "t"});
+    REQUIRE(state.ok());
+    const std::int64_t new_origin = std::stoll(std::string(state.get()->element[0]->str, state.get()->element[0]->len));
+    const std::int64_t new_tat = std::stoll(std::string(state.get()->element[1]->str, state.get()->element[1]->len));
+    CHECK(new_origin >= now_us);                // moved to the call's now
+    CHECK(new_origin - now_us < 5'000'000);
+    CHECK(new_tat >= 2 * 16'000'000'000 - std::int64_t{16'000} * 5'000'000);  // two permits of debt from the new origin
+    CHECK(new_tat <= 2 * 16'000'000'000);
+    CHECK(b.available() == 1);
+    CHECK(b.try_acquire());
+    CHECK_FALSE(b.try_acquire());
+}

@@ -231,25 +231,25 @@ TEMPLATE_TEST_CASE("try_acquire_for returns false at once when the wait would pa
     auto start = steady_clock::now();
     CHECK_FALSE(l.try_acquire_for(1, 5ms));
     CHECK_FALSE(l.try_acquire_until(1, steady_clock::now() + 5ms));
-    CHECK(ms_since(start) < 80);  // two round trips, no sleep
+    CHECK(ms_since(start) < 200);  // two round trips, no sleep (the next room is ~300 ms away)
     start = steady_clock::now();
     CHECK(l.try_acquire_for(1, 2s));
     const double waited = ms_since(start);
     CHECK(waited > 5);
-    CHECK(waited < 534 + 150);
+    CHECK(waited < 534 + 400);  // wide: sanitizer builds on a loaded machine
     CHECK(l.outages() == 0);
 }
 
 TEMPLATE_TEST_CASE("acquire waits for room and returns the time it waited", "", fixed, counter, log_limiter) {
     start_of_window(300ms, 250ms);
     TestType l(server_connection(), unique_key("acquire-" + kind_name<TestType>()), 2, 300ms);
-    CHECK(l.acquire(2) < 20ms);
+    CHECK(l.acquire(2) < 200ms);  // room now: one round trip
     const auto start = steady_clock::now();
     const auto waited = l.acquire(1);
     const double elapsed = ms_since(start);
     CHECK(waited > 5ms);
     CHECK(std::chrono::duration<double, std::milli>(waited).count() <= elapsed + 1);
-    CHECK(elapsed < 450 + 150);  // counter: within 300 + 300/2 ms
+    CHECK(elapsed < 450 + 400);  // counter: within 300 + 300/2 ms, plus a wide margin
 }
 
 TEMPLATE_TEST_CASE("two limiter objects on one key share one quota", "", fixed, counter, log_limiter) {
@@ -475,7 +475,7 @@ TEST_CASE("sliding window log: a waiting caller sleeps until the oldest entry le
     CHECK(l.try_acquire_for(1, 1s));
     const auto granted = steady_clock::now();
     CHECK(granted >= first_before + 300ms - 1ms);   // not before the first grant left
-    CHECK(granted <= first_after + 300ms + 100ms);  // nor much after (oversleep)
+    CHECK(granted <= first_after + 300ms + 250ms);  // nor much after (oversleep)
     CHECK_FALSE(l.try_acquire());  // the other two still count
 }
 

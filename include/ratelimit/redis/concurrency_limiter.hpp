@@ -207,9 +207,7 @@ public:
           owner_(make_owner()),
           max_(checked_max(max_concurrent)),
           ttl_(checked_ttl(lease_ttl)),
-          remote_(name, c, o, std::move(clock), max_concurrent,
-                  std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(max_concurrent) *
-                                                                      o.fallback_share))) {
+          remote_(name, c, o, std::move(clock), max_concurrent, detail::fallback_limit(max_concurrent, o.fallback_share)) {
         held_.reserve(16);
     }
     concurrency_limiter(const concurrency_limiter&) = delete;

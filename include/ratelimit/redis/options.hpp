@@ -2,6 +2,9 @@
 // ratelimit::redis options shared by every Redis-backed limiter: what to do
 // when Redis cannot answer, and how keys are named.
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -54,6 +57,15 @@ inline void check_share(const char* where, double share) {
         throw std::invalid_argument(std::string(where) + ": fallback_share must be in (0, 1], got " +
                                     std::to_string(share));
     }
+}
+
+/// The limit the in-process fallback allows: max(1, floor(limit · share)),
+/// at most `most` (what the local limiter can represent).
+inline std::int64_t fallback_limit(std::int64_t limit, double share,
+                                   std::int64_t most = std::numeric_limits<std::int64_t>::max()) {
+    const double scaled = std::min(static_cast<double>(limit) * share, static_cast<double>(limit));
+    const std::int64_t local = scaled >= 1.0 ? static_cast<std::int64_t>(scaled) : 1;  // NaN: 1
+    return std::clamp<std::int64_t>(local, 1, std::max<std::int64_t>(1, most));
 }
 
 }  // namespace detail

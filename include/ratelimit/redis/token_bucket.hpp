@@ -177,7 +177,7 @@ public:
     /// The bucket named `key` on `c`: `capacity` permits (> 0) refilled at `r`.
     token_bucket(connection& c, std::string key, rate r, std::int64_t capacity, options o = {}, Clock clock = {})
         : base(name, c, key, "tb", o, std::move(clock), capacity, fallback_rate(r, o.fallback_share),
-               std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(capacity) * o.fallback_share))),
+               detail::fallback_limit(capacity, o.fallback_share)),
           rate_(r),
           params_(make_params(r, capacity)) {}
 

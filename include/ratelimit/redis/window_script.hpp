@@ -43,13 +43,6 @@ std::int64_t window_microseconds(const char* where, std::chrono::duration<Rep, P
     return static_cast<long double>(whole) < us ? whole + 1 : whole;
 }
 
-/// The limit the in-process fallback allows: max(1, floor(limit · share)), at most `most`.
-inline std::int64_t fallback_limit(std::int64_t limit, double share, std::int64_t most) {
-    const double scaled = std::min(static_cast<double>(limit) * share, static_cast<double>(limit));
-    const std::int64_t local = scaled >= 1.0 ? static_cast<std::int64_t>(scaled) : 1;  // NaN: 1
-    return std::clamp<std::int64_t>(local, 1, std::max<std::int64_t>(1, most));
-}
-
 /// What a window script counts in: windows of `ticks` ticks of `tick_us` µs
 /// each, on the server's clock (TIME, µs since the Unix epoch), window k
 /// covering [k·ticks, (k+1)·ticks) ticks since the epoch.

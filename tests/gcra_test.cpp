@@ -75,7 +75,7 @@ TEST_CASE("rescale matches every hand-computed vector, keeping the permit count"
     for (const auto& v : vectors::rescale_vectors) {
         INFO(v.name);
         CHECK(gcra::rescale({v.from_interval, v.from_capacity}, v.tat, v.now_from, {v.to_interval, v.to_capacity},
-                            v.now_to, v.same_tick) == v.expected);
+                            v.now_to, v.tick_shift) == v.expected);
     }
 }
 
@@ -180,7 +180,7 @@ TEST_CASE("rescaling back and forth between equal configurations is exact", "[gc
     const gcra::params p{10, 3};
     for (ticks tat : {ticks{0}, ticks{101}, ticks{125}, ticks{130}, ticks{190}}) {
         INFO(tat);
-        const ticks there = gcra::rescale(p, tat, 100, p, 7, false);
+        const ticks there = gcra::rescale(p, tat, 100, p, 7, 0);
         CHECK(gcra::available(p, there, 7) == gcra::available(p, tat, 100));
         CHECK(there - 7 == std::max<ticks>(tat, 100) - 100);
     }

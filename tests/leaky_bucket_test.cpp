@@ -13,6 +13,7 @@
 #include <ratelimit/leaky_bucket.hpp>
 
 #include "support/catch.hpp"
+#include "support/scripted_clock.hpp"
 
 using namespace std::chrono_literals;
 using ratelimit::manual_clock;
@@ -409,4 +410,21 @@ TEST_CASE("the schedule carries over exactly when the tick origin moves (every 4
     CHECK(b.try_acquire());
     CHECK_FALSE(b.try_acquire());
     CHECK(b.time_until_available() == 100ms);
+}
+
+TEST_CASE("a clock that jumps 2^58 ns ahead and back between two reads does not livelock the leaky bucket",
+          "[leaky_bucket]") {
+    // try_acquire reads a time past the tick range; every later read is back
+    // at 1 s. Rebasing to a fresh read never reached the caller's time.
+    using clock_type = ratelimit_test::scripted_clock;
+    clock_type clock;
+    clock.set(clock_type::time_point{1s});
+    ratelimit::leaky_bucket<clock_type> b(rate::per_second(10), 4, clock);
+    REQUIRE(b.try_acquire(1));
+    clock.set(clock_type::time_point{std::chrono::nanoseconds{std::int64_t{1} << 58}});
+    clock.then_set(clock_type::time_point{1s});
+    clock.allow_reads(1000);
+    CHECK(b.try_acquire(1));
+    CHECK_FALSE(b.try_acquire(1));  // back at 1 s, which counts as the far time: paced
+    CHECK(clock.reads() < 1000);
 }

@@ -12,6 +12,7 @@
 #include <ratelimit/token_bucket.hpp>
 
 #include "support/catch.hpp"
+#include "support/scripted_clock.hpp"
 
 using namespace std::chrono_literals;
 using ratelimit::capacity_exceeded;
@@ -763,4 +764,109 @@ TEST_CASE("token_bucket meets the limiter concepts", "[token_bucket]") {
     STATIC_REQUIRE(ratelimit::reservable_limiter<bucket>);
     STATIC_REQUIRE(ratelimit::limiter<ratelimit::token_bucket<>>);
     STATIC_REQUIRE(std::is_same_v<ratelimit::token_bucket<>::clock_type, std::chrono::steady_clock>);
+}
+
+// Regressions found by trying to break the bucket (issue 12).
+
+TEST_CASE("cancel after a faster set_rate never lets two permits go at one instant at capacity 1", "[token_bucket]") {
+    // Capacity 1 at 1/s: the grant at 0 empties it; the reservation is ready
+    // at 1 s. After set_rate(1000/s) and a cancel at 10 ms, at most one permit
+    // may go at 10 ms (the bound: capacity + rate·0). The cancel used to give
+    // back debt the faster refill had already repaid: two went.
+    manual_clock clock;
+    bucket b(rate::per_second(1), 1, clock);
+    REQUIRE(b.try_acquire());
+    auto r = b.reserve(1);
+    CHECK(r.ready_at() == time_point{1s});
+    b.set_rate(rate::per_second(1000));
+    clock.advance(10ms);
+    int granted = b.try_acquire() ? 1 : 0;
+    r.cancel();
+    granted += b.try_acquire() ? 1 : 0;
+    CHECK(granted <= 1);
+    clock.set(time_point{1s + 1ms});
+    CHECK(b.try_acquire());  // 1000/s from the reserved slot on
+    CHECK_FALSE(b.try_acquire());
+}
+
+TEST_CASE("a reservation made before set_rate keeps its slot: a faster rate starts after it", "[token_bucket]") {
+    // Capacity 2 at 1/s, emptied at 0 and 2 reserved: ready at 1 s and 2 s. At
+    // 10/s the reserved permits still go at 1 s and 2 s, so the bucket is empty
+    // at 2 s and refills at 10/s from there: nothing new before 2.1 s.
+    manual_clock clock;
+    bucket b(rate::per_second(1), 2, clock);
+    REQUIRE(b.try_acquire(2));
+    auto first = b.reserve(1);
+    auto second = b.reserve(1);
+    CHECK(second.ready_at() == time_point{2s});
+    b.set_rate(rate::per_second(10));
+    clock.set(time_point{2s});
+    CHECK_FALSE(b.try_acquire());
+    clock.set(time_point{2100ms});
+    CHECK(b.try_acquire());
+    CHECK_FALSE(b.try_acquire());
+}
+
+TEST_CASE("set_rate converts the state at a time read after it, not before", "[token_bucket]") {
+    // The hook runs inside set_rate's clock read: another caller takes the
+    // full bucket of 10 at 10 s. Converted at the stale 0 s, that grant would
+    // look 10 s old, and the faster rate would hand out 10 more at 10 s.
+    ratelimit_test::scripted_clock clock;
+    ratelimit::token_bucket<ratelimit_test::scripted_clock> b(rate::per_second(1), 10, clock);
+    clock.on_next_read([&] {
+        clock.set(ratelimit_test::scripted_clock::time_point{10s});
+        REQUIRE(b.try_acquire(10));
+    });
+    b.set_rate(rate::per_second(10));
+    CHECK_FALSE(b.try_acquire());
+    clock.advance(100ms);
+    CHECK(b.try_acquire());
+    CHECK_FALSE(b.try_acquire());
+}
+
+TEST_CASE("available() never counts a grant made after its clock read as debt", "[token_bucket]") {
+    // Capacity 10 at 1/s, full. Inside available()'s clock read another
+    // caller takes all 10 at 5 s; seen at a stale 0 s, that grant would read as
+    // 5 permits of debt with nothing reserved.
+    ratelimit_test::scripted_clock clock;
+    ratelimit::token_bucket<ratelimit_test::scripted_clock> b(rate::per_second(1), 10, clock);
+    clock.on_next_read([&] {
+        clock.set(ratelimit_test::scripted_clock::time_point{5s});
+        REQUIRE(b.try_acquire(10));
+    });
+    CHECK(b.available() >= 0);
+    CHECK(b.available() == 0);
+}
+
+TEST_CASE("a clock that jumps 2^58 ns ahead and back between two reads does not livelock the bucket",
+          "[token_bucket]") {
+    // try_acquire reads a time past the tick range (it must move the origin);
+    // every later read is back at 1 s. Rebasing to a fresh read never reached
+    // the caller's time and looped forever.
+    ratelimit_test::scripted_clock clock;
+    clock.set(ratelimit_test::scripted_clock::time_point{1s});
+    ratelimit::token_bucket<ratelimit_test::scripted_clock> b(rate::per_second(10), 5, clock);
+    REQUIRE(b.try_acquire(5));
+    const auto far = ratelimit_test::scripted_clock::time_point{std::chrono::nanoseconds{std::int64_t{1} << 58}};
+    clock.set(far);
+    clock.then_set(ratelimit_test::scripted_clock::time_point{1s});
+    clock.allow_reads(1000);
+    CHECK(b.try_acquire(5));  // refilled by the jump ahead
+    // Back at 1 s, which counts as the latest time seen: nothing more.
+    CHECK_FALSE(b.try_acquire(1));
+    CHECK(b.available() == 0);
+    CHECK(clock.reads() < 1000);
+}
+
+TEST_CASE("refund and cancel on a clock that jumped past the tick range return", "[token_bucket]") {
+    ratelimit_test::scripted_clock clock;
+    ratelimit::token_bucket<ratelimit_test::scripted_clock> b(rate::per_second(10), 5, clock);
+    REQUIRE(b.try_acquire(5));
+    auto r = b.reserve(1);
+    clock.set(ratelimit_test::scripted_clock::time_point{std::chrono::nanoseconds{std::int64_t{1} << 60}});
+    clock.allow_reads(1000);
+    b.refund(2);
+    r.cancel();
+    CHECK(b.available() == 5);
+    CHECK(b.time_until_available(5) == std::chrono::nanoseconds::zero());
 }

@@ -15,6 +15,7 @@
 
 #include "clock.hpp"
 #include "detail/chrono.hpp"
+#include "detail/condition_wait.hpp"
 #include "limiter.hpp"
 
 namespace ratelimit {
@@ -280,12 +281,8 @@ private:
             lock.unlock();
             ratelimit::sleep_until(clock_, deadline);
             lock.lock();
-        } else if constexpr (std::chrono::is_clock_v<Clock>) {
-            self.wake.wait_until(lock, deadline, [&] { return self.granted; });
         } else {
-            for (time_point now = clock_.now(); !self.granted && now < deadline; now = clock_.now()) {
-                self.wake.wait_for(lock, deadline - now);
-            }
+            (void)detail::wait_on(self.wake, lock, clock_, deadline, [&] { return self.granted; });
         }
     }
 

@@ -264,7 +264,7 @@ private:
             view v = load();
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
             if (!now_t) {
-                rebase();
+                rebase(now_at);
                 continue;
             }
             const detail::gcra::ticks deadline_t =
@@ -299,7 +299,7 @@ private:
             const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
             if (!now_t) {
-                rebase();
+                rebase(now_at);
                 continue;
             }
             auto result = f(v.tat(), *now_t, now_at, v.scale);
@@ -331,10 +331,12 @@ private:
         }
     }
 
-    /// Moves the tick origin to now, keeping the schedule's distance from now.
-    void rebase() {
+    /// Moves the tick origin forward to `now_at` (a time some caller read, past
+    /// the rebase threshold), keeping the schedule's distance from it. Rebasing
+    /// to the caller's time, not a fresh clock read, is what lets the caller's
+    /// loop end when the clock jumps back meanwhile.
+    void rebase(std::int64_t now_at) {
         detail::writer_guard guard(rebasing_);
-        const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
         view v = load();
         if (ticks_at(v, now_at)) return;  // another thread just did it
         const unsigned generation = (v.generation() + 1U) & 3U;
@@ -346,7 +348,7 @@ private:
         next.epoch.store(v.epoch + 1, std::memory_order_relaxed);
         for (;;) {
             const detail::gcra::ticks now_prev = v.scale.to_ticks(now_at);
-            const detail::gcra::ticks tat = detail::gcra::rescale(shape_.params, v.tat(), now_prev, shape_.params, 0, true);
+            const detail::gcra::ticks tat = detail::gcra::rescale(shape_.params, v.tat(), now_prev, shape_.params, 0, 0);
             if (word_.compare_exchange_weak(v.word, pack(tat, generation), std::memory_order_acq_rel,
                                             std::memory_order_acquire)) {
                 return;

@@ -187,7 +187,8 @@ private:
     struct config {
         detail::gcra::params params;
         detail::gcra::time_scale scale;
-        std::int64_t epoch = 0;
+        std::int64_t epoch = 0;         ///< serial number, one more on every install
+        std::int64_t params_since = 0;  ///< the epoch that set params (later ones only moved the origin)
     };
 
     /// A configuration as atomics, so readers never race with a writer.
@@ -196,6 +197,7 @@ private:
         std::atomic<std::int64_t> capacity{1};
         std::atomic<std::int64_t> origin_ns{0};
         std::atomic<std::int64_t> epoch{0};
+        std::atomic<std::int64_t> params_since{0};
         std::atomic<int> shift{0};
     };
 
@@ -242,6 +244,7 @@ private:
         s.capacity.store(c.params.capacity, std::memory_order_relaxed);
         s.origin_ns.store(c.scale.origin_ns, std::memory_order_relaxed);
         s.epoch.store(c.epoch, std::memory_order_relaxed);
+        s.params_since.store(c.params_since, std::memory_order_relaxed);
         s.shift.store(c.scale.shift, std::memory_order_relaxed);
     }
 
@@ -253,7 +256,7 @@ private:
         view v{w,
                {{s.interval.load(std::memory_order_relaxed), s.capacity.load(std::memory_order_relaxed)},
                 {s.origin_ns.load(std::memory_order_relaxed), s.shift.load(std::memory_order_relaxed)},
-                s.epoch.load(std::memory_order_relaxed)}};
+                s.epoch.load(std::memory_order_relaxed), s.params_since.load(std::memory_order_relaxed)}};
         std::atomic_thread_fence(std::memory_order_acquire);  // the slot reads happen before the re-check
         return v;
     }
@@ -278,7 +281,7 @@ private:
             view v = load();
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
             if (!now_t) {
-                reconfigure(std::nullopt, std::nullopt);
+                rebase(now_at);
                 continue;
             }
             const detail::gcra::ticks deadline_t =
@@ -304,15 +307,17 @@ private:
         return true;
     }
 
-    /// Applies `next(params, tat, now) -> tat` with a CAS loop.
+    /// Applies `next(params, tat, now) -> tat` with a CAS loop. The clock is
+    /// read after the state, so `now` is never older than the grants that made
+    /// it (a stale now would cap a refund at a full bucket of the past).
     template <class Next>
     void update(Next next) {
-        const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
         for (;;) {
             view v = load();
+            const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
             if (!now_t) {
-                reconfigure(std::nullopt, std::nullopt);
+                rebase(now_at);
                 continue;
             }
             const detail::gcra::ticks tat = next(v.cfg.params, v.tat(), *now_t);
@@ -327,21 +332,17 @@ private:
         }
     }
 
-    /// Evaluates `f(params, tat, now, config, now_ns)` on a consistent snapshot.
+    /// Evaluates `f(params, tat, now, config, now_ns)` on a consistent
+    /// snapshot. The clock is read after the state, so `now` is never older
+    /// than the grants that made it (a stale now shows debt nobody took).
     template <class F>
     auto read(F f) {
-        return read_at(clock_.now(), std::move(f));
-    }
-
-    /// read(f) as of `now`.
-    template <class F>
-    auto read_at(time_point now, F f) {
-        const std::int64_t now_at = detail::ns_since_epoch(now);
         for (;;) {
             const view v = load();
+            const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
             if (!now_t) {
-                reconfigure(std::nullopt, std::nullopt);
+                rebase(now_at);
                 continue;
             }
             auto result = f(v.cfg.params, v.tat(), *now_t, v.cfg, now_at);
@@ -349,16 +350,36 @@ private:
         }
     }
 
-    /// Cancel rule for reservations (see detail::gcra::cancel).
+    /// read(f) as of `now`, a time the caller read.
+    template <class F>
+    auto read_at(time_point now, F f) {
+        const std::int64_t now_at = detail::ns_since_epoch(now);
+        for (;;) {
+            const view v = load();
+            const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
+            if (!now_t) {
+                rebase(now_at);
+                continue;
+            }
+            auto result = f(v.cfg.params, v.tat(), *now_t, v.cfg, now_at);
+            if (unchanged(v)) return result;
+        }
+    }
+
+    /// Cancel rule for reservations (see detail::gcra::cancel). A reservation
+    /// made before the rate or capacity last changed gets nothing back: the
+    /// change converted the state with its debt inside, and a faster refill
+    /// may have repaid it already (giving it back again would over-admit).
     static void give_back(void* owner, std::int64_t n, time_point ready_at, const record_type& record) noexcept {
         auto& self = *static_cast<token_bucket*>(owner);
-        const time_point now = self.clock_.now();
-        if (now > ready_at) return;
-        const std::int64_t now_at = detail::ns_since_epoch(now);
         const std::int64_t ready_ns = detail::ns_since_epoch(ready_at);
         for (;;) {
             view v = self.load();
+            const time_point now = self.clock_.now();  // after the state: never older than its grants
+            if (now > ready_at || record[1] < v.cfg.params_since) return;
+            const std::int64_t now_at = detail::ns_since_epoch(now);
             const detail::gcra::ticks now_t = v.cfg.scale.to_ticks(now_at);
+            // Same configuration: the end tick as recorded; only the origin moved: its nanosecond.
             const detail::gcra::ticks end = v.cfg.epoch == record[1] ? record[0] : v.cfg.scale.to_ticks(record[2]);
             const detail::gcra::ticks ready_t = std::max(now_t, v.cfg.scale.to_ticks(ready_ns));
             const detail::gcra::ticks tat = detail::gcra::cancel(v.cfg.params, v.tat(), now_t, n, end, ready_t);
@@ -373,28 +394,50 @@ private:
         }
     }
 
-    /// Installs a new configuration (new rate, capacity, or just a new origin
-    /// at now), converting the state so the permit count is kept.
+    /// Moves the tick origin forward to `now_at` (a time some caller read,
+    /// past the rebase threshold of the current origin), keeping the state.
+    /// Rebasing to the caller's time, not a fresh clock read, is what lets the
+    /// caller's loop end when the clock jumps back meanwhile.
+    void rebase(std::int64_t now_at) {
+        detail::writer_guard guard(writer_);
+        view v = load();
+        if (ticks_at(v, now_at)) return;  // another thread moved it already
+        install(v, rate_, v.cfg.params.capacity, now_at, /*new_params=*/false);
+    }
+
+    /// Installs a new rate or capacity, converting the state so the permit
+    /// count is kept (see detail::gcra::rescale).
     void reconfigure(std::optional<rate> new_rate, std::optional<std::int64_t> new_capacity) {
         detail::writer_guard guard(writer_);
-        const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
-        view v = load();
-        const rate r = new_rate.value_or(rate_);
-        // A clock behind the origin reads as the origin, so the new one never
-        // moves back (moving it back would refill that stretch a second time).
-        const std::int64_t origin = std::max(now_at, v.cfg.scale.origin_ns);
-        const config next = make_config(r, new_capacity.value_or(v.cfg.params.capacity), origin, v.cfg.epoch + 1);
+        const view v = load();
+        install(v, new_rate.value_or(rate_), new_capacity.value_or(v.cfg.params.capacity), std::nullopt, true);
+    }
+
+    /// Installs configuration (r, capacity) with the tick origin at `origin_at`
+    /// (none: at now), converting the state from `v`'s. Requires writer_.
+    void install(view v, rate r, std::int64_t capacity, std::optional<std::int64_t> origin_at, bool new_params) {
+        // The origin never moves back (that would refill a stretch a second time).
+        const std::int64_t first_now = origin_at.value_or(detail::ns_since_epoch(clock_.now()));
+        const std::int64_t origin = std::max(first_now, v.cfg.scale.origin_ns);
+        const std::int64_t epoch = v.cfg.epoch + 1;
+        config next = make_config(r, capacity, origin, epoch);
+        next.params_since = new_params ? epoch : v.cfg.params_since;
         rate_ = r;
         const unsigned generation = (v.generation() + 1U) & 3U;
         // Readers still holding the previous generation may read this slot;
         // the fence makes them see the word move on and retry.
         std::atomic_thread_fence(std::memory_order_release);
         store(slots_[generation & 1U], next);
-        const bool same_tick = v.cfg.scale.shift == next.scale.shift;
-        const detail::gcra::ticks now_next = next.scale.to_ticks(now_at);
+        const int tick_shift = next.scale.shift - v.cfg.scale.shift;
         for (;;) {
+            // The state converts at a time read after it was loaded: a grant
+            // made between a stale clock read and the load would otherwise
+            // count as made earlier, and a faster rate would repay it twice.
+            const std::int64_t now_at = origin_at ? std::max(*origin_at, origin)
+                                                  : std::max(detail::ns_since_epoch(clock_.now()), origin);
             const detail::gcra::ticks now_prev = v.cfg.scale.to_ticks(now_at);
-            const detail::gcra::ticks tat = detail::gcra::rescale(v.cfg.params, v.tat(), now_prev, next.params, now_next, same_tick);
+            const detail::gcra::ticks now_next = next.scale.to_ticks(now_at);
+            const detail::gcra::ticks tat = detail::gcra::rescale(v.cfg.params, v.tat(), now_prev, next.params, now_next, tick_shift);
             if (word_.compare_exchange_weak(v.word, pack(tat, generation), std::memory_order_acq_rel,
                                             std::memory_order_acquire)) {
                 return;

@@ -141,7 +141,7 @@ inline constexpr cancel_vector cancel_vectors[] = {
      130, 130},
 };
 
-/// rescale(from, tat, now_from, to, now_to, same_tick) -> tat under `to`.
+/// rescale(from, tat, now_from, to, now_to, tick_shift) -> tat under `to`.
 struct rescale_vector {
     const char* name;
     ticks from_interval;
@@ -151,27 +151,35 @@ struct rescale_vector {
     ticks to_interval;
     std::int64_t to_capacity;
     ticks now_to;
-    bool same_tick;
+    int tick_shift;
     ticks expected;
 };
 
 inline constexpr rescale_vector rescale_vectors[] = {
-    {"a full bucket stays full when the rate changes", 10, 3, 90, 100, 5, 3, 200, false, 200},
-    {"a full bucket stays full when the capacity shrinks", 10, 3, 90, 100, 10, 2, 200, false, 200},
+    {"a full bucket stays full when the rate changes", 10, 3, 90, 100, 5, 3, 200, 0, 200},
+    {"a full bucket stays full when the capacity shrinks", 10, 3, 90, 100, 10, 2, 200, 0, 200},
     // Full with 2 permits, capacity raised to 4: keeps 2 permits, so 2 * 10 ticks of debt.
-    {"a full bucket keeps its count when the capacity grows", 10, 2, 90, 100, 10, 4, 200, false, 220},
-    {"moving the origin keeps the debt exactly", 10, 3, 125, 100, 10, 3, 0, true, 25},
+    {"a full bucket keeps its count when the capacity grows", 10, 2, 90, 100, 10, 4, 200, 0, 220},
+    {"moving the origin keeps the debt exactly", 10, 3, 125, 100, 10, 3, 0, 0, 25},
     // 1 permit (debt 20 of 30) at 5 ticks per permit: debt 15 - 5 = 10.
-    {"a faster rate keeps the permit count", 10, 3, 120, 100, 5, 3, 0, false, 10},
+    {"a faster rate keeps the permit count", 10, 3, 120, 100, 5, 3, 0, 0, 10},
     // 4 permits (debt 10 of 50), capacity 2: capped at 2 -> full.
-    {"a smaller capacity caps the count", 10, 5, 110, 100, 10, 2, 0, false, 0},
+    {"a smaller capacity caps the count", 10, 5, 110, 100, 10, 2, 0, 0, 0},
     // 1 permit, capacity 5: debt 50 - 10 = 40.
-    {"a larger capacity keeps the count", 10, 3, 120, 100, 10, 5, 0, false, 40},
+    {"a larger capacity keeps the count", 10, 3, 120, 100, 10, 5, 0, 0, 40},
     // -1 permit (debt 40 of 30) at 20 ticks per permit: debt 60 + 20 = 80.
-    {"debt is kept in permits", 10, 3, 140, 100, 20, 3, 0, false, 80},
+    {"debt is kept in permits", 10, 3, 140, 100, 20, 3, 0, 0, 80},
     // 0.5 permits at 3 ticks per permit: debt ceil(9 - 1.5) = 8, i.e. 1/3 permit (fewer).
-    {"fractions round toward fewer permits", 10, 3, 125, 100, 3, 3, 0, false, 8},
-    {"a debt beyond the range saturates at max_tat", 10, 3, max_tat, 0, ticks{1} << 20, 3, 0, false, max_tat},
+    {"fractions round toward fewer permits", 10, 3, 125, 100, 3, 3, 0, 0, 8},
+    {"a debt beyond the range saturates at max_tat", 10, 3, max_tat, 0, ticks{1} << 20, 3, 0, 0, max_tat},
+    // 2 permits reserved ahead (debt 50 of 30): they become usable at +20, so at
+    // 5 ticks per permit the bucket is empty then and full 15 later: 35, not
+    // the 25 that keeping -2 permits would give.
+    {"reservations ahead keep their ready time when the rate grows", 10, 3, 150, 100, 5, 3, 0, 0, 35},
+    // The same in ticks half the size: 20 ticks ahead are 40, plus the new tolerance 15.
+    {"reservations ahead keep their ready time across a finer tick", 10, 3, 150, 100, 5, 3, 0, 1, 55},
+    // Slower rate: keeping -2 permits (debt 60 + 40 = 100) is later than the time rule (20 + 60).
+    {"a slower rate keeps reserved debt in permits, the later state", 10, 3, 150, 100, 20, 3, 0, 0, 100},
 };
 
 /// time_scale{origin_ns, shift}.to_ticks(ns): floor, 0 before the origin, saturating.

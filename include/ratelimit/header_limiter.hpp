@@ -21,8 +21,14 @@ enum class quota_dimension { requests, tokens, input_tokens, output_tokens };
 struct header_limiter_options {
     quota_dimension dimension = quota_dimension::requests;
     /// When the server gives a remaining count but no reset time, assume the
-    /// count resets this long after it was received.
+    /// count resets this long after it was received (> 0). Also the length of
+    /// a new window when every reset the server announced was zero.
     std::chrono::nanoseconds fallback_reset = std::chrono::seconds{1};
+    /// Cap on any retry-after pause a server asks for (>= 0; 0 ignores
+    /// retry-after): a hostile or broken `retry-after: 9000000000` would
+    /// otherwise stop every grant for 285 years. The default, 10 minutes, is
+    /// the LLM gate's `gate_config::max_pause`; no provider asks for longer.
+    std::chrono::nanoseconds max_pause = std::chrono::minutes{10};
 };
 
 /// A limiter that holds the server's own count: `update(snapshot)` sets the
@@ -32,8 +38,9 @@ struct header_limiter_options {
 /// every request is granted.
 ///
 /// Guarantee: within one server window, never more permits than the lowest
-/// remaining count the server reported, less the grants since; no grant
-/// during a retry-after pause. Snapshots merge conservatively: inside the
+/// remaining count the server reported (held to [0, limit] when the limit is
+/// known), less the grants since, plus refunds up to the limit; no grant
+/// during a retry-after pause (each pause capped at options.max_pause). Snapshots merge conservatively: inside the
 /// current window a snapshot can lower the remaining count but never raise it
 /// (so an older response arriving after a newer one changes nothing); a new
 /// window starts only when the current one's reset time has passed; without a
@@ -45,7 +52,14 @@ struct header_limiter_options {
 ///
 /// Edge cases: n == 0 succeeds at once; n above a known limit never blocks
 /// (try_* false, acquire throws capacity_exceeded); a snapshot without the
-/// followed dimension changes only the pause.
+/// followed dimension changes only the pause. Hostile numbers: counts
+/// saturate instead of overflowing (refund(INT64_MAX) fills to the limit, or
+/// to INT64_MAX when no limit is known); a negative remaining count reads as
+/// 0 and a negative limit as unknown; a reset of zero starts a window of
+/// fallback_reset, never one that refills on every call. A clock that goes
+/// back counts as the latest time seen for windows and pauses already begun
+/// (they end when the clock catches up). Deadlines up to time_point::max()
+/// are fine.
 template <clock Clock = std::chrono::steady_clock>
 class header_limiter {
 public:
@@ -60,6 +74,10 @@ public:
             throw std::invalid_argument("ratelimit::header_limiter: fallback_reset must be > 0, got " +
                                         std::to_string(options_.fallback_reset.count()) + "ns");
         }
+        if (options_.max_pause < std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument("ratelimit::header_limiter: max_pause must be >= 0, got " +
+                                        std::to_string(options_.max_pause.count()) + "ns");
+        }
     }
 
     /// Merges what a response said (see the class comment for the rule).
@@ -67,19 +85,26 @@ public:
         const std::int64_t now = ns(clock_.now());
         std::lock_guard lock(mutex_);
         expire(now);
-        if (snapshot.retry_after) pause_until_ = std::max(pause_until_, plus(now, *snapshot.retry_after));
+        if (snapshot.retry_after) {
+            pause_until_ = std::max(pause_until_, plus(now, std::min(*snapshot.retry_after, options_.max_pause)));
+        }
         const std::optional<quota_state>& quota = followed(snapshot);
         if (!quota) return;
-        if (quota->limit) limit_ = *quota->limit;
+        if (quota->limit && *quota->limit >= 0) {
+            limit_ = *quota->limit;
+            if (remaining_) remaining_ = std::min(*remaining_, *limit_);
+        }
         if (!quota->remaining) return;
         const std::chrono::nanoseconds reset_after = quota->reset_after.value_or(options_.fallback_reset);
         window_ = std::max(window_, reset_after);
         const std::int64_t reset = plus(now, reset_after);
+        // Held to [0, limit]: a count below zero or above the limit is not one the server can mean.
+        const std::int64_t told = std::clamp<std::int64_t>(*quota->remaining, 0, limit_.value_or(max_count));
         if (!remaining_) {
-            remaining_ = *quota->remaining;
+            remaining_ = told;
             reset_at_ = reset;
         } else {
-            remaining_ = std::min(*remaining_, *quota->remaining);
+            remaining_ = std::min(*remaining_, told);
             reset_at_ = std::max(reset_at_, reset);
         }
     }
@@ -117,18 +142,20 @@ public:
         const time_point start = clock_.now();
         for (;;) {
             const outcome o = attempt(n, ns(clock_.now()));
-            if (o.granted) return std::chrono::duration_cast<duration>(clock_.now() - start);
+            if (o.granted) return elapsed_since(start);
             if (o.never) throw capacity_exceeded(name, n, *limit_known());
             ratelimit::sleep_until(clock_, at(o.retry_at));
         }
     }
 
-    /// Gives back n unused permits (never above the known limit).
+    /// Gives back n unused permits (never above the known limit; saturating at INT64_MAX without one).
     void refund(std::int64_t n) {
         detail::check_count(name, n);
         std::lock_guard lock(mutex_);
         if (!remaining_) return;
-        remaining_ = limit_ ? std::min(*limit_, *remaining_ + n) : *remaining_ + n;
+        std::int64_t sum = 0;
+        if (__builtin_add_overflow(*remaining_, n, &sum)) sum = max_count;  // both >= 0: only upward
+        remaining_ = std::min(sum, limit_.value_or(max_count));
     }
 
     /// The remaining count as now known; empty when unknown.
@@ -160,6 +187,7 @@ public:
 private:
     static constexpr const char* name = "ratelimit::header_limiter";
     static constexpr std::int64_t long_ago = std::numeric_limits<std::int64_t>::min();
+    static constexpr std::int64_t max_count = std::numeric_limits<std::int64_t>::max();
 
     struct outcome {
         bool granted = false;
@@ -169,6 +197,14 @@ private:
 
     static std::int64_t ns(time_point t) noexcept { return detail::saturating_ns(t.time_since_epoch()); }
     static time_point at(std::int64_t ns) noexcept { return time_point{detail::duration_from_ns<duration>(ns)}; }
+
+    /// Time from `start` to now, never negative (the clock may have gone back), saturating.
+    duration elapsed_since(time_point start) {
+        const std::int64_t now = ns(clock_.now());
+        std::int64_t waited = 0;
+        if (__builtin_sub_overflow(now, ns(start), &waited)) waited = now > ns(start) ? max_count : 0;
+        return detail::duration_from_ns<duration>(std::max<std::int64_t>(waited, 0));
+    }
     static std::int64_t plus(std::int64_t now, std::chrono::nanoseconds d) noexcept {
         return detail::saturating_add(std::chrono::nanoseconds{now}, std::max(d, std::chrono::nanoseconds::zero())).count();
     }
@@ -190,11 +226,12 @@ private:
 
     /// A window whose reset has passed starts over at the limit (or unknown);
     /// without news from the server, the new window is taken to last as long
-    /// as the longest reset the server has announced.
+    /// as the longest reset the server has announced (fallback_reset when
+    /// that was zero: a window of no length would refill on every call).
     void expire(std::int64_t now) {
         if (!remaining_ || now < reset_at_) return;
         remaining_ = limit_;
-        reset_at_ = plus(now, window_);
+        reset_at_ = plus(now, window_ > std::chrono::nanoseconds::zero() ? window_ : options_.fallback_reset);
     }
 
     /// The one decision: may n permits go at `now`?
@@ -202,7 +239,11 @@ private:
         std::lock_guard lock(mutex_);
         expire(now);
         if (limit_ && n > *limit_) return {false, true, 0};
-        if (now < pause_until_) return {false, false, pause_until_};
+        if (now < pause_until_) {
+            // Still short when the pause ends: look again at the reset, so a deadline between the two fails at once.
+            const bool short_after = remaining_ && *remaining_ < n;
+            return {false, false, short_after ? std::max(pause_until_, reset_at_) : pause_until_};
+        }
         if (!remaining_) return {true, false, now};
         if (*remaining_ >= n) {
             *remaining_ -= n;

@@ -15,10 +15,11 @@
 
 namespace ratelimit {
 
-/// A steady clock that reads the x86-64 invariant time-stamp counter (one
-/// `rdtsc`, a few nanoseconds) instead of asking the kernel's clock source
-/// (about 26 ns for steady_clock on this project's virtual machines, most of
-/// a limiter's cost). Its nanoseconds count from steady_clock's epoch.
+/// A steady clock that reads the x86-64 invariant time-stamp counter
+/// (`lfence; rdtsc`, about 20 ns on this project's virtual machines, 11 ns
+/// without the fence) instead of asking the kernel's clock source (about
+/// 26 ns for steady_clock there, most of a limiter's cost). Its nanoseconds
+/// count from steady_clock's epoch.
 ///
 /// Calibration: on first use, the counter is timed against steady_clock over
 /// 20 ms, and time is then steady_clock at calibration plus counter ticks
@@ -27,8 +28,16 @@ namespace ratelimit {
 /// rate in every core and power state); otherwise, and off x86-64, now() is
 /// steady_clock::now(). uses_tsc() tells which.
 ///
-/// Guarantee: monotonic on one thread; across cores as far as the hardware
-/// synchronises the counters (invariant TSCs are). It drifts from
+/// Guarantee: monotonic on one thread, and ordered across threads: a read
+/// that happens after another thread's read (through any synchronisation,
+/// e.g. an acquire load of a value it stored) is not earlier, as far as the
+/// hardware synchronises the counters (invariant TSCs are). A bare `rdtsc`
+/// is not ordered: the CPU may execute it before the load that observed the
+/// other thread's reading, and then it returns an earlier time (seen on this
+/// project's AMD EPYC VMs in up to 1 of 4 hand-offs, by up to ~170 ns). The
+/// `lfence` before it (dispatch-serialising on Intel, and on AMD as Linux
+/// configures it) waits for those loads; `rdtscp` would do the same but is
+/// not offered by every hypervisor (it is not on ours). It drifts from
 /// steady_clock by the calibration's error, a few parts per million: fine for
 /// rate limits, not for wall time.
 ///
@@ -46,7 +55,7 @@ public:
 #if RATELIMIT_HAS_TSC
         const calibration& c = calibrated();
         if (c.usable) {
-            const std::uint64_t ticks = __rdtsc() - c.base_ticks;
+            const std::uint64_t ticks = ordered_ticks() - c.base_ticks;
             __extension__ using wide = unsigned __int128;
             const auto ns = static_cast<rep>((static_cast<wide>(ticks) * c.ns_per_tick_q32) >> 32);
             return time_point{duration{c.base_ns + ns}};
@@ -73,6 +82,12 @@ private:
         std::uint64_t ns_per_tick_q32 = 0;  // nanoseconds per tick, times 2^32
     };
 
+    /// The counter, read only after every earlier load has completed.
+    static std::uint64_t ordered_ticks() noexcept {
+        _mm_lfence();
+        return __rdtsc();
+    }
+
     static bool invariant_tsc() noexcept {
         unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
         if (__get_cpuid(0x80000000U, &eax, &ebx, &ecx, &edx) == 0 || eax < 0x80000007U) return false;
@@ -88,10 +103,10 @@ private:
         calibration c;
         if (!invariant_tsc()) return c;
         const rep start_ns = steady_ns();
-        const std::uint64_t start_ticks = __rdtsc();
+        const std::uint64_t start_ticks = ordered_ticks();
         std::this_thread::sleep_for(std::chrono::milliseconds{20});
         const rep end_ns = steady_ns();
-        const std::uint64_t end_ticks = __rdtsc();
+        const std::uint64_t end_ticks = ordered_ticks();
         if (end_ticks <= start_ticks || end_ns <= start_ns) return c;
         __extension__ using wide = unsigned __int128;
         c.ns_per_tick_q32 = static_cast<std::uint64_t>((static_cast<wide>(end_ns - start_ns) << 32) / (end_ticks - start_ticks));

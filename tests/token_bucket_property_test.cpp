@@ -4,6 +4,7 @@
 // reference token bucket, and convergence to the rate under sustained load.
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -328,4 +329,220 @@ TEST_CASE("sustained acquire of random n stays within one request of capacity + 
         CHECK(static_cast<long double>(granted) <= ideal + 1e-9L);
         CHECK(static_cast<long double>(granted) > ideal - static_cast<long double>(last_n) - 1.0L);
     }
+}
+
+namespace {
+
+/// A schedule that also changes the rate and capacity, cancels reservations
+/// and refunds permits, with what the checker needs to state the bound.
+struct reconfigured_schedule {
+    struct point {
+        std::int64_t at_ns;
+        std::int64_t n;  ///< permits granted (usable at at_ns), or minus permits refunded
+        std::int64_t reserved_at_capacity = 0;  ///< for a reservation: the capacity when it was made
+    };
+    struct setting {
+        std::int64_t from_ns;
+        long double per_ns;  ///< permits per ns
+        std::int64_t capacity;
+    };
+    struct reserved {
+        std::int64_t made_ns;
+        std::int64_t ready_ns;
+        long double per_ns;  ///< the rate in force when it was made
+    };
+    std::vector<point> points;
+    std::vector<setting> settings;
+    std::vector<reserved> reservations;
+};
+
+/// The bound across set_rate and set_capacity, refunds and cancels: in any
+/// interval [a, b], the permits usable in it, less those refunded in it, are
+/// at most the largest capacity in force over it plus the integral of the
+/// rate over it. A permit reserved ahead keeps the ready time it was given,
+/// so while it is outstanding the rate it was reserved at counts too (the
+/// integral takes the larger), and so does the capacity it was reserved at
+/// when it falls in the interval. Returns the worst excess over that bound.
+long double worst_reconfigured_excess(const reconfigured_schedule& s) {
+    using setting = reconfigured_schedule::setting;
+    // Breakpoints of the effective rate, and its integral at each.
+    std::vector<std::int64_t> breaks;
+    for (const setting& c : s.settings) breaks.push_back(c.from_ns);
+    for (const auto& r : s.reservations) {
+        breaks.push_back(r.made_ns);
+        breaks.push_back(r.ready_ns);
+    }
+    std::sort(breaks.begin(), breaks.end());
+    breaks.erase(std::unique(breaks.begin(), breaks.end()), breaks.end());
+    auto setting_at = [&](std::int64_t t) -> const setting& {  // the one in force from t on
+        const setting* in_force = &s.settings.front();
+        for (const setting& c : s.settings) {
+            if (c.from_ns <= t) in_force = &c;
+        }
+        return *in_force;
+    };
+    std::vector<long double> rate_from(breaks.size());
+    std::vector<long double> integral(breaks.size(), 0);
+    for (std::size_t k = 0; k < breaks.size(); ++k) {
+        long double r = setting_at(breaks[k]).per_ns;
+        for (const auto& res : s.reservations) {
+            if (res.made_ns <= breaks[k] && breaks[k] < res.ready_ns) r = std::max(r, res.per_ns);
+        }
+        rate_from[k] = r;
+        if (k > 0) integral[k] = integral[k - 1] + rate_from[k - 1] * static_cast<long double>(breaks[k] - breaks[k - 1]);
+    }
+    auto integral_at = [&](std::int64_t t) {
+        const auto it = std::upper_bound(breaks.begin(), breaks.end(), t);
+        if (it == breaks.begin()) return 0.0L;
+        const std::size_t k = static_cast<std::size_t>(it - breaks.begin()) - 1;
+        return integral[k] + rate_from[k] * static_cast<long double>(t - breaks[k]);
+    };
+    auto capacity_before = [&](std::int64_t t) {  // in force just before t
+        std::int64_t cap = s.settings.front().capacity;
+        for (const setting& c : s.settings) {
+            if (c.from_ns < t) cap = c.capacity;
+        }
+        return cap;
+    };
+    long double fastest = 0;
+    for (const setting& c : s.settings) fastest = std::max(fastest, c.per_ns);
+
+    std::vector<reconfigured_schedule::point> points = s.points;
+    std::sort(points.begin(), points.end(), [](const auto& a, const auto& b) { return a.at_ns < b.at_ns; });
+    long double worst = -std::numeric_limits<long double>::infinity();
+    for (std::size_t i = 0; i < points.size(); ++i) {
+        if (i > 0 && points[i - 1].at_ns == points[i].at_ns) continue;  // a window starts before all at its time
+        if (points[i].n <= 0) continue;
+        std::int64_t largest_capacity = std::max(capacity_before(points[i].at_ns), setting_at(points[i].at_ns).capacity);
+        std::size_t next_setting = 0;
+        while (next_setting < s.settings.size() && s.settings[next_setting].from_ns <= points[i].at_ns) ++next_setting;
+        std::int64_t net = 0;
+        for (std::size_t j = i; j < points.size(); ++j) {
+            while (next_setting < s.settings.size() && s.settings[next_setting].from_ns <= points[j].at_ns) {
+                largest_capacity = std::max(largest_capacity, s.settings[next_setting].capacity);
+                ++next_setting;
+            }
+            net += points[j].n;
+            largest_capacity = std::max(largest_capacity, points[j].reserved_at_capacity);
+            if (j + 1 < points.size() && points[j + 1].at_ns == points[j].at_ns) continue;  // whole instants only
+            const long double allowed = static_cast<long double>(largest_capacity) +
+                                        (integral_at(points[j].at_ns) - integral_at(points[i].at_ns)) +
+                                        2 * fastest;  // ready_at rounds a tick up to the next ns
+            worst = std::max(worst, static_cast<long double>(net) - allowed);
+        }
+    }
+    return worst;
+}
+
+reconfigured_schedule random_reconfigured_schedule(const scenario& sc, std::uint64_t seed, int steps) {
+    std::mt19937_64 random(seed);
+    manual_clock clock;
+    bucket b(sc.r, sc.capacity, clock);
+    const long double base_interval = sc.r.exact_interval().count();
+    std::uniform_int_distribution<int> percent(0, 99);
+    reconfigured_schedule out;
+    rate current = sc.r;
+    std::int64_t capacity = sc.capacity;
+    out.settings.push_back({0, 1.0L / base_interval, capacity});
+    auto now_ns = [&] { return clock.now().time_since_epoch().count(); };
+    struct pending {
+        ratelimit::reservation<manual_clock> r;
+        std::size_t point;  ///< its entry in out.points
+    };
+    std::vector<pending> outstanding;
+    std::int64_t refundable = 0;  // permits granted at once and not yet refunded
+    for (int step = 0; step < steps; ++step) {
+        const long double interval = current.exact_interval().count();
+        const int gap = percent(random);
+        if (gap >= 40) {
+            const auto span = static_cast<std::int64_t>(interval * static_cast<long double>(gap < 90 ? capacity : 3 * capacity));
+            clock.advance(std::chrono::nanoseconds{std::uniform_int_distribution<std::int64_t>(0, std::max<std::int64_t>(span, 1))(random)});
+        }
+        const std::int64_t n = std::uniform_int_distribution<std::int64_t>(1, capacity)(random);
+        const int action = percent(random);
+        if (action < 35) {
+            if (b.try_acquire(n)) {
+                out.points.push_back({now_ns(), n});
+                refundable += n;
+            }
+        } else if (action < 50) {
+            if (outstanding.size() < 4 && b.available() >= -capacity) {
+                auto r = b.reserve(n);
+                out.points.push_back({r.ready_at().time_since_epoch().count(), n, capacity});
+                out.reservations.push_back({now_ns(), r.ready_at().time_since_epoch().count(), 1.0L / interval});
+                outstanding.push_back({std::move(r), out.points.size() - 1});
+            }
+        } else if (action < 60) {
+            if (!outstanding.empty()) {
+                const std::size_t k = std::uniform_int_distribution<std::size_t>(0, outstanding.size() - 1)(random);
+                outstanding[k].r.cancel();
+                out.points[outstanding[k].point].n = 0;  // never used
+                outstanding.erase(outstanding.begin() + static_cast<std::ptrdiff_t>(k));
+            }
+        } else if (action < 65) {
+            outstanding.clear();  // dropped: the permits stay taken and count at ready_at
+        } else if (action < 72) {
+            if (refundable > 0) {
+                const std::int64_t back = std::uniform_int_distribution<std::int64_t>(1, refundable)(random);
+                b.refund(back);
+                refundable -= back;
+                out.points.push_back({now_ns(), -back});
+            }
+        } else if (action < 80) {
+            const double factor = std::array{0.25, 0.5, 2.0, 4.0, 10.0}[std::uniform_int_distribution<int>(0, 4)(random)];
+            const long double next_interval = base_interval / factor;
+            current = rate::every(std::chrono::nanoseconds{static_cast<std::int64_t>(std::ceil(next_interval))});
+            b.set_rate(current);
+            out.settings.push_back({now_ns(), 1.0L / current.exact_interval().count(), capacity});
+        } else if (action < 86) {
+            capacity = std::uniform_int_distribution<std::int64_t>(1, 2 * sc.capacity)(random);
+            b.set_capacity(capacity);
+            out.settings.push_back({now_ns(), 1.0L / current.exact_interval().count(), capacity});
+        } else {
+            const std::chrono::nanoseconds patience{
+                std::uniform_int_distribution<std::int64_t>(0, static_cast<std::int64_t>(interval * static_cast<long double>(capacity)))(random)};
+            if (b.try_acquire_for(n, patience)) {
+                out.points.push_back({now_ns(), n});
+                refundable += n;
+            }
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("the reconfigured-bound checker finds an excess of one permit", "[property]") {
+    reconfigured_schedule s;
+    s.settings = {{0, 0.01L, 2}};  // one permit per 100 ns, capacity 2
+    s.points = {{0, 2}, {100, 1}, {200, 1}};
+    CHECK(worst_reconfigured_excess(s) <= 0.03L);
+    s.points = {{0, 2}, {100, 2}};  // 4 in [0, 100] > 2 + 1
+    CHECK(worst_reconfigured_excess(s) == Approx(1.0L - 0.02L));
+    s.points = {{0, 2}, {50, -1}, {100, 2}};  // the refund makes room for one
+    CHECK(worst_reconfigured_excess(s) <= 0.03L);
+    s.settings = {{0, 0.01L, 2}, {100, 0.1L, 2}};  // 10x faster from 100 ns: [100, 110] holds 2 + 1
+    s.points = {{0, 2}, {200, 2}, {210, 1}};
+    CHECK(worst_reconfigured_excess(s) <= 0.3L);
+    s.points = {{0, 2}, {200, 2}, {205, 2}};  // 4 in [200, 205] > 2 + 0.5
+    CHECK(worst_reconfigured_excess(s) == Approx(1.5L - 0.2L));
+}
+
+TEST_CASE("random schedules mixing set_rate, set_capacity, reserve, cancel and refund keep the bound",
+          "[property]") {
+    // 300 schedules. The bound: in any interval, permits usable in it less
+    // those refunded in it <= the largest capacity in force over it + the
+    // integral of the rate (a reserved permit keeps its ready time, so the
+    // rate and capacity it was reserved at count while it is outstanding).
+    int schedules = 0;
+    for (const scenario& s : scenarios()) {
+        for (std::uint64_t seed = 1; seed <= 30; ++seed) {
+            INFO(s.name << ", seed " << seed);
+            const reconfigured_schedule schedule = random_reconfigured_schedule(s, seed, 600);
+            CHECK(worst_reconfigured_excess(schedule) <= 1e-9L);
+            CHECK(schedule.settings.size() > 10);  // it did reconfigure
+            ++schedules;
+        }
+    }
+    CHECK(schedules == 300);
 }

@@ -1,12 +1,19 @@
 // adaptive_limiter: AIMD on the rate, pauses on throttle, recovery.
 
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include <ratelimit/adaptive_limiter.hpp>
+#include <ratelimit/tsc_clock.hpp>
 
 #include "support/catch.hpp"
 
@@ -178,4 +185,313 @@ TEST_CASE("feedback from many threads never blocks and keeps the rate in bounds"
     const double final_rate = limiter.current_rate().per_second_value();
     CHECK(final_rate >= 1.0);
     CHECK(final_rate <= 1e6);
+}
+
+// ---- issue 12: pauses that begin while a caller sleeps, unrepresentable rates, hostile pauses ----
+
+namespace {
+
+/// manual_clock whose first sleep_until is held: the sleeper says it is
+/// asleep (and until when), then waits for the test to release it before the
+/// time jumps to its target as manual_clock's does. Later sleeps pass
+/// through. Copies share the time and the hold, as the limiter's copies must.
+/// No timing window: the test acts only once the sleeper is known to sleep.
+class held_clock {
+public:
+    using rep = manual_clock::rep;
+    using period = manual_clock::period;
+    using duration = manual_clock::duration;
+    using time_point = manual_clock::time_point;
+    static constexpr bool is_steady = false;
+
+    [[nodiscard]] time_point now() const noexcept { return time_.now(); }
+    void advance(duration d) { time_.advance(d); }
+
+    void sleep_until(time_point t) {
+        {
+            std::unique_lock lock(hold_->mutex);
+            if (!hold_->used) {
+                hold_->used = true;
+                hold_->target = t;
+                hold_->changed.notify_all();
+                hold_->changed.wait(lock, [this] { return hold_->released; });
+            }
+        }
+        time_.sleep_until(t);
+    }
+
+    /// Waits until a caller is held asleep (true, with its wake-up time in
+    /// `target`) or `done()` says the caller returned without sleeping (false).
+    bool wait_for_sleeper(time_point& target) {
+        std::unique_lock lock(hold_->mutex);
+        hold_->changed.wait(lock, [this] { return hold_->used || hold_->done; });
+        target = hold_->target;
+        return hold_->used;
+    }
+    void release() {
+        std::lock_guard lock(hold_->mutex);
+        hold_->released = true;
+        hold_->changed.notify_all();
+    }
+    void done() {
+        std::lock_guard lock(hold_->mutex);
+        hold_->done = true;
+        hold_->changed.notify_all();
+    }
+
+private:
+    struct hold {
+        std::mutex mutex;
+        std::condition_variable changed;
+        bool used = false, released = false, done = false;
+        time_point target{};
+    };
+    manual_clock time_;
+    std::shared_ptr<hold> hold_ = std::make_shared<hold>();
+};
+
+/// 5 permits a second, capacity 1; a throttle halves the rate.
+adaptive_config config_5_per_second() {
+    adaptive_config cfg;
+    cfg.initial_rate = rate::per_second(5);
+    cfg.min_rate = rate::per_second(1);
+    cfg.max_rate = rate::per_second(10);
+    return cfg;
+}
+
+template <class Config>
+std::string construction_error(const Config& cfg) {
+    try {
+        adaptive_limiter<manual_clock> limiter(cfg, manual_clock{});
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    }
+    return "no exception";
+}
+
+constexpr std::int64_t int64_max = std::numeric_limits<std::int64_t>::max();
+
+}  // namespace
+
+TEST_CASE("a caller asleep in acquire when a throttle arrives waits out the pause", "[adaptive][pause]") {
+    held_clock clock;
+    adaptive_limiter<held_clock> limiter(config_5_per_second(), clock);
+    const auto start = clock.now();
+    REQUIRE(limiter.try_acquire());  // the bucket is empty: the next permit comes at 1/5 s = 200 ms
+    std::chrono::nanoseconds waited{-1};
+    std::thread caller([&] {
+        waited = limiter.acquire();
+        clock.done();
+    });
+    held_clock::time_point wakes{};
+    const bool asleep = clock.wait_for_sleeper(wakes);
+    CHECK(asleep);
+    CHECK(wakes == start + 200ms);
+    clock.advance(50ms);
+    limiter.on_throttle(1s);  // paused until 50 ms + 1 s = 1050 ms
+    clock.release();
+    caller.join();
+    CHECK(waited == 1050ms);
+    CHECK(clock.now() == start + 1050ms);
+}
+
+TEST_CASE("a caller asleep in try_acquire_for when a throttle arrives waits out the pause within its deadline",
+          "[adaptive][pause]") {
+    held_clock clock;
+    adaptive_limiter<held_clock> limiter(config_5_per_second(), clock);
+    const auto start = clock.now();
+    REQUIRE(limiter.try_acquire());  // next permit at 200 ms
+    bool granted = false;
+    std::thread caller([&] {
+        granted = limiter.try_acquire_for(1, 5s);
+        clock.done();
+    });
+    held_clock::time_point wakes{};
+    CHECK(clock.wait_for_sleeper(wakes));
+    CHECK(wakes == start + 200ms);
+    clock.advance(50ms);
+    limiter.on_throttle(1s);  // paused until 1050 ms, inside the 5 s deadline
+    clock.release();
+    caller.join();
+    CHECK(granted);
+    CHECK(clock.now() == start + 1050ms);
+}
+
+TEST_CASE("a try_acquire_for whose deadline falls inside a pause begun while it slept fails and gives its permit back",
+          "[adaptive][pause]") {
+    adaptive_config cfg;  // 1 permit a second, capacity 4; a throttle only pauses (decrease_factor 1)
+    cfg.initial_rate = cfg.min_rate = cfg.max_rate = rate::per_second(1);
+    cfg.decrease_factor = 1;
+    cfg.capacity = 4;
+    held_clock clock;
+    adaptive_limiter<held_clock> limiter(cfg, clock);
+    const auto start = clock.now();
+    REQUIRE(limiter.try_acquire(4));  // empty: the next permit comes at 1 s
+    bool granted = true;
+    std::thread caller([&] {
+        granted = limiter.try_acquire_for(1, 2s);  // its permit at 1 s is inside the deadline
+        clock.done();
+    });
+    held_clock::time_point wakes{};
+    CHECK(clock.wait_for_sleeper(wakes));
+    CHECK(wakes == start + 1s);
+    clock.advance(500ms);
+    limiter.on_throttle(2s);  // paused until 2.5 s, past the deadline at 2 s
+    clock.release();
+    caller.join();
+    CHECK_FALSE(granted);
+    CHECK(clock.now() == start + 1s);  // no sleep past its own wait
+    clock.advance(1500ms);              // the pause ends at 2.5 s: 2.5 permits refilled since 0, none kept
+    CHECK(limiter.try_acquire(2));
+    CHECK_FALSE(limiter.try_acquire(1));
+}
+
+TEST_CASE("try_acquire_for fails at once when the bucket cannot refill by the deadline even after the pause",
+          "[adaptive][pause]") {
+    adaptive_config cfg;  // 1 permit a second, capacity 1; a throttle only pauses
+    cfg.initial_rate = cfg.min_rate = cfg.max_rate = rate::per_second(1);
+    cfg.decrease_factor = 1;
+    manual_clock clock;
+    adaptive_limiter<manual_clock> limiter(cfg, clock);
+    REQUIRE(limiter.try_acquire());  // next permit at 1 s
+    limiter.on_throttle(500ms);      // paused until 500 ms
+    const auto start = clock.now();
+    CHECK_FALSE(limiter.try_acquire_for(1, 800ms));  // 500 ms < 800 ms < 1 s
+    CHECK(clock.now() == start);
+    CHECK(limiter.try_acquire_for(1, 1s));
+    CHECK(clock.now() - start == 1s);
+}
+
+TEST_CASE("a min_rate the bucket cannot represent is refused at construction, naming it", "[adaptive][config]") {
+    adaptive_config cfg = config_10_per_second();
+    cfg.min_rate = rate::per_second(1e-40);  // one permit every 3·10^32 years
+    const std::string message = construction_error(cfg);
+    CHECK(message.find("min_rate") != std::string::npos);
+    CHECK(message.find("1e-40") != std::string::npos);
+}
+
+TEST_CASE("a min_rate too slow for the capacity is refused, naming both", "[adaptive][config]") {
+    adaptive_config cfg = config_10_per_second();
+    cfg.min_rate = rate::per_second(1e-20);  // 10^29 ns a permit: fits 2^121 ns (2.7·10^36) alone
+    CHECK(construction_error(cfg) == "no exception");
+    cfg.capacity = 100'000'000;  // but not 10^8 of them (10^37 ns)
+    const std::string message = construction_error(cfg);
+    CHECK(message.find("min_rate") != std::string::npos);
+    CHECK(message.find("capacity 100000000") != std::string::npos);
+}
+
+TEST_CASE("a max_rate faster than the bucket can refill is refused, naming it", "[adaptive][config]") {
+    adaptive_config cfg = config_10_per_second();
+    cfg.max_rate = rate::per_second(1e11);  // a permit every 0.01 ns: the bucket's tick is 1/16 ns
+    const std::string message = construction_error(cfg);
+    CHECK(message.find("max_rate") != std::string::npos);
+    CHECK(message.find("1e+11") != std::string::npos);
+}
+
+TEST_CASE("a capacity above the bucket's 2^59 is refused, naming it", "[adaptive][config]") {
+    adaptive_config cfg = config_10_per_second();
+    cfg.capacity = int64_max;
+    const std::string message = construction_error(cfg);
+    CHECK(message.find("ratelimit::adaptive_limiter") != std::string::npos);
+    CHECK(message.find("capacity") != std::string::npos);
+}
+
+TEST_CASE("throttles down to the slowest min_rate never throw and the rate rests on it", "[adaptive][config]") {
+    adaptive_config cfg = config_10_per_second();
+    cfg.min_rate = rate::per_second(1e-27);  // 10^36 ns a permit: just inside the bucket's 2^121 ns
+    manual_clock clock;
+    adaptive_limiter<manual_clock> limiter(cfg, clock);
+    for (int i = 0; i < 200; ++i) limiter.on_throttle();  // 10 · 2^-200 is far below the floor
+    CHECK(limiter.current_rate() == rate::per_second(1e-27));
+    clock.advance(31s);  // past the recovery: successes raise it again, by 1.5 each
+    limiter.on_success();
+    CHECK(limiter.current_rate().per_second_value() == Approx(1.5e-27));
+}
+
+TEST_CASE("a hostile retry_after pauses for max_pause, 10 minutes by default", "[adaptive][pause]") {
+    manual_clock clock;
+    adaptive_limiter<manual_clock> limiter(config_10_per_second(), clock);
+    limiter.on_throttle(std::chrono::seconds{9'000'000'000});  // 285 years
+    CHECK(limiter.paused_until() == clock.now() + 10min);
+    clock.advance(10min - 1ns);
+    CHECK_FALSE(limiter.try_acquire());
+    clock.advance(1ns);
+    CHECK(limiter.try_acquire());
+}
+
+TEST_CASE("max_pause caps the pause where the config sets it", "[adaptive][pause]") {
+    adaptive_config cfg = config_10_per_second();
+    cfg.max_pause = 30s;
+    manual_clock clock;
+    adaptive_limiter<manual_clock> limiter(cfg, clock);
+    limiter.on_throttle(1h);
+    CHECK(limiter.paused_until() == clock.now() + 30s);
+    CHECK(limiter.state() == adaptive_state::throttled);
+    clock.advance(30s);
+    CHECK(limiter.state() == adaptive_state::recovering);  // the recovery runs from the capped end
+    clock.advance(30s);
+    CHECK(limiter.state() == adaptive_state::normal);
+    cfg.max_pause = -1ns;
+    CHECK(construction_error(cfg).find("max_pause") != std::string::npos);
+}
+
+TEST_CASE("n = INT64_MAX and arguments near it: no overflow, no over-admission", "[adaptive][overflow]") {
+    manual_clock clock;
+    adaptive_limiter<manual_clock> limiter(config_10_per_second(), clock);
+    CHECK_FALSE(limiter.try_acquire(int64_max));
+    CHECK_FALSE(limiter.try_acquire_for(int64_max, manual_clock::duration::max()));
+    CHECK_THROWS_AS(limiter.acquire(int64_max), ratelimit::capacity_exceeded);
+    REQUIRE(limiter.try_acquire());
+    limiter.refund(int64_max);  // back to full (1), not beyond
+    CHECK(limiter.try_acquire());
+    CHECK_FALSE(limiter.try_acquire());
+    limiter.on_throttle(std::chrono::nanoseconds::max());
+    CHECK(limiter.paused_until() == clock.now() + 10min);
+}
+
+TEST_CASE("deadlines at time_point::max() and duration::max() return on manual_clock", "[adaptive][max]") {
+    manual_clock clock;
+    adaptive_limiter<manual_clock> limiter(config_10_per_second(), clock);  // 10/s, capacity 1
+    const auto start = clock.now();
+    CHECK(limiter.try_acquire_until(1, manual_clock::time_point::max()));
+    CHECK(limiter.try_acquire_until(1, manual_clock::time_point::max()));  // sleeps 100 ms for the next
+    CHECK(clock.now() - start == 100ms);
+    limiter.on_throttle(2s);  // 5/s, paused until 2.1 s
+    CHECK(limiter.try_acquire_for(1, manual_clock::duration::max()));
+    CHECK(clock.now() - start == 2100ms);
+    CHECK(limiter.acquire() == 200ms);
+}
+
+TEST_CASE("deadlines at max() return on tsc_clock", "[adaptive][max]") {
+    using tsc = ratelimit::tsc_clock;
+    adaptive_config cfg = config_10_per_second();
+    cfg.capacity = 2;
+    adaptive_limiter<tsc> limiter(cfg);
+    CHECK(limiter.try_acquire_until(2, tsc::time_point::max()));  // a full bucket: at once
+    CHECK_FALSE(limiter.try_acquire_until(3, tsc::time_point::max()));  // above capacity: at once
+    CHECK_FALSE(limiter.try_acquire_for(3, tsc::duration::max()));
+    limiter.on_throttle(1h);
+    CHECK_FALSE(limiter.try_acquire_for(1, 1min));  // the pause outlasts the deadline: at once
+    CHECK(limiter.try_acquire_for(0, tsc::duration::max()));
+}
+
+TEST_CASE("a clock that jumps 2^57 ns ahead and back: every call returns and the bound holds",
+          "[adaptive][clock_jump]") {
+    manual_clock clock;
+    adaptive_config cfg = config_10_per_second();  // 10/s
+    cfg.capacity = 4;
+    adaptive_limiter<manual_clock> limiter(cfg, clock);
+    const auto start = clock.now();
+    const auto ahead = start + std::chrono::nanoseconds{std::int64_t{1} << 57};  // 4.6 years
+    clock.set(ahead);
+    CHECK(limiter.try_acquire(4));
+    CHECK_FALSE(limiter.try_acquire());
+    clock.set(start);  // corrected back: counts as the later time, so nothing refills
+    CHECK_FALSE(limiter.try_acquire());
+    CHECK_FALSE(limiter.try_acquire_for(1, 1s));
+    limiter.on_throttle(1s);
+    CHECK(limiter.state() == adaptive_state::throttled);
+    clock.set(ahead);
+    CHECK_FALSE(limiter.try_acquire());  // nothing refilled while the clock was behind
+    CHECK(limiter.acquire() == 200ms);   // 5/s after the throttle: one permit 200 ms on
 }

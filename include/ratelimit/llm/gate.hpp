@@ -7,11 +7,13 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <ranges>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "../clock.hpp"
@@ -23,6 +25,19 @@
 #include "../rate.hpp"
 #include "../token_bucket.hpp"
 #include "estimate.hpp"
+
+namespace ratelimit::detail {
+
+/// `a + b` for token counts, saturating at the int64 range instead of overflowing.
+[[nodiscard]] constexpr std::int64_t saturating_token_sum(std::int64_t a, std::int64_t b) noexcept {
+    std::int64_t sum = 0;
+    if (__builtin_add_overflow(a, b, &sum)) {
+        return b > 0 ? std::numeric_limits<std::int64_t>::max() : std::numeric_limits<std::int64_t>::min();
+    }
+    return sum;
+}
+
+}  // namespace ratelimit::detail
 
 namespace ratelimit::llm {
 
@@ -45,24 +60,36 @@ struct gate_config {
     /// Follow the response headers: learn unknown limits, never believe more
     /// remains than the server says, pause on retry-after.
     bool follow_headers = true;
-    /// acquire() gives up (throws gate_timeout) rather than wait longer.
+    /// acquire() gives up (throws gate_timeout) rather than wait longer. A
+    /// cost that can never fit throws capacity_exceeded at once instead.
     std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::max();
     /// The pause after a 429 that names no retry time.
     std::chrono::nanoseconds default_retry_after = std::chrono::seconds{1};
+    /// The longest pause any 429 may cause, > 0: a retry-after (or reset)
+    /// above it is cut to it, so a hostile or broken `retry-after: 9000000000`
+    /// pauses the gate 10 min, not 285 years. No provider asks for more.
+    std::chrono::nanoseconds max_pause = std::chrono::minutes{10};
 };
 
 /// What a request may cost: its prompt and the most it may generate.
+/// INT64_MAX max_output_tokens ("no cap") is a cost above any limit.
 struct request_cost {
     std::int64_t input_tokens = 0;
     std::int64_t max_output_tokens = 0;
-    [[nodiscard]] constexpr std::int64_t total() const noexcept { return input_tokens + max_output_tokens; }
+    /// input + max output, saturating at INT64_MAX instead of overflowing.
+    [[nodiscard]] constexpr std::int64_t total() const noexcept {
+        return detail::saturating_token_sum(input_tokens, max_output_tokens);
+    }
 };
 
 /// What a request did cost, from the response's `usage`.
 struct usage {
     std::int64_t input_tokens = 0;
     std::int64_t output_tokens = 0;
-    [[nodiscard]] constexpr std::int64_t total() const noexcept { return input_tokens + output_tokens; }
+    /// input + output, saturating at INT64_MAX instead of overflowing.
+    [[nodiscard]] constexpr std::int64_t total() const noexcept {
+        return detail::saturating_token_sum(input_tokens, output_tokens);
+    }
 };
 
 /// Counters since construction and the limits in force.
@@ -111,6 +138,17 @@ struct gate_timeout : std::runtime_error {
 ///
 /// Thread-safe; one short mutex around the buckets, never held while
 /// sleeping. The gate must outlive its tickets.
+///
+/// Edge cases: a cost whose total overflows int64 counts as INT64_MAX
+/// tokens; a cost above a whole per-minute limit throws capacity_exceeded
+/// from `acquire` and `reserve` and gives nothing from `try_acquire*`, at
+/// once, before waiting for a slot or the line (also with max_wait). A 429
+/// pauses at most max_pause; usage beyond the estimate is charged at most
+/// one minute's limit of each dimension (a misreported usage of 10^9 tokens
+/// on a 60,000 TPM gate costs one minute, not days); a usage with a negative
+/// count is ignored as unknown. A deadline of time_point::max() (or too far
+/// to convert to a condition variable's clock) means no deadline, on every
+/// clock. An exception while waiting in line leaves the line as it was.
 template <clock Clock = std::chrono::steady_clock>
 class gate {
 public:
@@ -136,21 +174,23 @@ public:
     ~gate() = default;
 
     /// Waits for a slot and the quota, first come first served; returns the
-    /// ticket once the request may be sent. Throws capacity_exceeded when the
-    /// cost can never fit, gate_timeout when the wait would exceed max_wait.
+    /// ticket once the request may be sent. Throws capacity_exceeded at once
+    /// when the cost can never fit, gate_timeout when the wait would exceed max_wait.
     ticket acquire(request_cost cost) {
-        if (config_.max_wait != std::chrono::nanoseconds::max()) {
-            std::optional<ticket> t = try_acquire_until(cost, detail::deadline_after(clock_.now(), std::chrono::duration_cast<duration>(config_.max_wait)));
-            if (!t) {
-                throw gate_timeout("ratelimit::llm::gate: the request would wait longer than max_wait (" +
-                                   std::to_string(config_.max_wait.count()) + "ns)");
-            }
-            return std::move(*t);
-        }
         check(cost);
         {
             std::lock_guard lock(mutex_);
             throw_if_never_fits(cost);
+        }
+        if (config_.max_wait != std::chrono::nanoseconds::max()) {
+            std::optional<ticket> t = try_acquire_until(cost, detail::deadline_after(clock_.now(), std::chrono::duration_cast<duration>(config_.max_wait)));
+            if (!t) {
+                std::lock_guard lock(mutex_);
+                throw_if_never_fits(cost);  // a header lowered a limit below the cost while it waited
+                throw gate_timeout("ratelimit::llm::gate: the request would wait longer than max_wait (" +
+                                   std::to_string(config_.max_wait.count()) + "ns)");
+            }
+            return std::move(*t);
         }
         std::optional<slot_type> slot;
         if (slots_) slot.emplace(slots_->lease(1));
@@ -164,11 +204,18 @@ public:
     std::optional<ticket> try_acquire(request_cost cost) { return try_acquire_until(cost, clock_.now()); }
 
     /// The ticket if the request may be sent by `t`, waiting in line until
-    /// then; nothing at once when the quota cannot allow it by `t`.
+    /// then; nothing at once when the quota cannot allow it by `t` or the
+    /// cost can never fit. `t` = time_point::max() waits as acquire does.
     std::optional<ticket> try_acquire_until(request_cost cost, time_point t) {
         check(cost);
+        {
+            std::lock_guard lock(mutex_);
+            if (never_fits(cost)) return std::nullopt;
+        }
         std::optional<slot_type> slot;
-        if (slots_) {
+        if (slots_ && t == time_point::max()) {
+            slot.emplace(slots_->lease(1));  // no deadline: never a timed wait to the end of time
+        } else if (slots_) {
             slot = slots_->try_lease_until(1, t);
             if (!slot) return std::nullopt;
         }
@@ -193,7 +240,7 @@ public:
         throw_if_never_fits(cost);  // a header may have lowered a limit meanwhile
         const time_point now = clock_.now();
         ticket t = charge(cost, now, std::move(slot));
-        stats_.total_wait += std::chrono::duration_cast<std::chrono::nanoseconds>(t.ready_at() - now);
+        stats_.total_wait = detail::saturating_add(stats_.total_wait, std::chrono::nanoseconds{detail::saturating_ns(t.ready_at() - now)});
         return t;
     }
 
@@ -258,6 +305,10 @@ private:
         if (c.default_retry_after < std::chrono::nanoseconds::zero()) {
             throw std::invalid_argument(std::string(name) + ": default_retry_after must be >= 0, got " +
                                         std::to_string(c.default_retry_after.count()) + "ns");
+        }
+        if (c.max_pause <= std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument(std::string(name) + ": max_pause must be > 0, got " +
+                                        std::to_string(c.max_pause.count()) + "ns");
         }
         return c;
     }
@@ -359,8 +410,13 @@ private:
         for_each_token_dimension(cost, [&](dimension& d, std::int64_t n) { ready = std::max(ready, charge_dimension(d, n, now)); });
         ++stats_.admitted;
         ++stats_.in_flight;
-        stats_.tokens_reserved += cost.total();
+        add_to(stats_.tokens_reserved, cost.total());
         return ticket(this, cost, ready, std::move(slot));
+    }
+
+    /// A counter += n, saturating (costs without a token limit may be INT64_MAX).
+    static void add_to(std::int64_t& counter, std::int64_t n) noexcept {
+        counter = detail::saturating_token_sum(counter, n);
     }
 
     /// A caller waiting in line for the quota.
@@ -368,6 +424,37 @@ private:
         request_cost cost;
         std::condition_variable wake;
         waiter* next = nullptr;
+    };
+
+    /// A waiter's place in line, for as long as it lives: joins at
+    /// construction and leaves at destruction unless served first, so an
+    /// exception while waiting never leaves a dead stack node in the line.
+    class place_in_line {
+    public:
+        place_in_line(gate& owner, std::unique_lock<std::mutex>& lock, const request_cost& cost)
+            : owner_(owner), lock_(lock), self_{cost, {}, nullptr} {
+            owner_.enqueue(self_);
+        }
+        place_in_line(const place_in_line&) = delete;
+        place_in_line& operator=(const place_in_line&) = delete;
+        ~place_in_line() {
+            if (!linked_) return;
+            if (!lock_.owns_lock()) lock_.lock();  // thrown while asleep, unlocked
+            owner_.remove(self_);
+        }
+        [[nodiscard]] waiter& self() noexcept { return self_; }
+        [[nodiscard]] bool first() const noexcept { return owner_.line_head_ == &self_; }
+        /// Leaves the line from its head, to be served. Requires mutex_.
+        void serve() noexcept {
+            owner_.dequeue_head();
+            linked_ = false;
+        }
+
+    private:
+        gate& owner_;
+        std::unique_lock<std::mutex>& lock_;
+        waiter self_;
+        bool linked_ = true;
     };
 
     /// Waits in line (first come, first served) until `cost` fits every
@@ -387,49 +474,61 @@ private:
         } else if (deadline && *deadline <= requested) {
             return std::nullopt;  // others wait ahead: no grant now
         }
-        waiter self{cost, {}, nullptr};
-        enqueue(self);
+        place_in_line place(*this, lock, cost);
         for (;;) {
-            if (never_fits(cost)) break;
+            if (never_fits(cost)) return std::nullopt;
             const time_point now = clock_.now();
-            if (line_head_ == &self) {
+            if (place.first()) {
                 const time_point ready = earliest(cost, now);
                 if (ready <= now) {
-                    dequeue_head();
+                    place.serve();
                     return charge_now(cost, requested, now, std::move(slot));
                 }
-                if (deadline && ready > *deadline) break;
-                wait_until(lock, self, ready);
+                if (deadline && ready > *deadline) return std::nullopt;
+                wait_until(lock, place.self(), ready);
             } else {
-                if (deadline && now >= *deadline) break;
-                wait_until(lock, self, deadline.value_or(time_point::max()));
+                if (deadline && now >= *deadline) return std::nullopt;
+                wait_until(lock, place.self(), deadline.value_or(time_point::max()));
             }
         }
-        remove(self);
-        return std::nullopt;
     }
 
-    /// Sleeps until `t` or a wake-up; the lock is released meanwhile. A clock
-    /// that sleeps itself (manual_clock) is slept on, then the line is looked at again.
+    /// Sleeps until `t` or a wake-up (or spuriously: callers look at the line
+    /// again); the lock is released meanwhile. time_point::max() is no
+    /// deadline: a plain wait, on every clock. A clock that sleeps itself
+    /// (manual_clock) is slept on. steady_clock and system_clock deadlines go
+    /// to the condition variable as they are; any other clock's deadline is
+    /// waited for as the time left (libstdc++ would convert it through
+    /// steady_clock and overflow), and a time left too long for that is no deadline.
     void wait_until(std::unique_lock<std::mutex>& lock, waiter& self, time_point t) {
-        if constexpr (requires(Clock& c) { c.sleep_until(t); }) {
-            if (t == time_point::max()) {
-                self.wake.wait(lock);
-                return;
-            }
+        if (t == time_point::max()) {
+            self.wake.wait(lock);
+        } else if constexpr (requires(Clock& c) { c.sleep_until(t); }) {
             lock.unlock();
             ratelimit::sleep_until(clock_, t);
             lock.lock();
-        } else if constexpr (std::chrono::is_clock_v<Clock>) {
+        } else if constexpr (std::is_same_v<Clock, std::chrono::steady_clock> ||
+                             std::is_same_v<Clock, std::chrono::system_clock>) {
             self.wake.wait_until(lock, t);
         } else {
-            const auto now = clock_.now();
-            if (t == time_point::max()) {
+            const std::optional<std::chrono::nanoseconds> left = time_left(clock_.now(), t);
+            if (!left) {
                 self.wake.wait(lock);
-            } else if (t > now) {
-                self.wake.wait_for(lock, std::chrono::duration_cast<std::chrono::nanoseconds>(t - now));
+            } else if (*left > std::chrono::nanoseconds::zero()) {
+                self.wake.wait_for(lock, *left);
             }
         }
+    }
+
+    /// `t - now` in nanoseconds, computed without overflow; nothing when it
+    /// exceeds 2^62 ns (146 years): too far for steady_clock to add to its now.
+    [[nodiscard]] static std::optional<std::chrono::nanoseconds> time_left(time_point now, time_point t) noexcept {
+        using wide = std::chrono::duration<long double, std::nano>;
+        const long double left = std::chrono::duration_cast<wide>(t.time_since_epoch()).count() -
+                                 std::chrono::duration_cast<wide>(now.time_since_epoch()).count();
+        if (left >= 0x1p62L) return std::nullopt;
+        if (left <= 0) return std::chrono::nanoseconds::zero();
+        return std::chrono::nanoseconds{static_cast<std::int64_t>(std::ceil(left))};
     }
 
     void enqueue(waiter& w) {
@@ -475,17 +574,19 @@ private:
     /// Charges `cost` at `now` (it fits every bucket) and makes the ticket. Requires mutex_.
     ticket charge_now(const request_cost& cost, time_point requested, time_point now, std::optional<slot_type> slot) {
         ticket t = charge(cost, now, std::move(slot));
-        stats_.total_wait += std::chrono::duration_cast<std::chrono::nanoseconds>(now - requested);
+        stats_.total_wait = detail::saturating_add(stats_.total_wait, std::chrono::nanoseconds{detail::saturating_ns(now - requested)});
         return t;
     }
 
-    /// Gives back n of `d` (never above full), or charges it when n < 0. Requires mutex_.
+    /// Gives back the unused part of `reserved` (never above full), or
+    /// charges usage beyond it, at most one minute's limit (`per_minute`):
+    /// a wild usage report must not shut the gate for longer. Requires mutex_.
     void settle_dimension(dimension& d, std::int64_t reserved, std::int64_t used, time_point now) {
         if (!d.bucket) return;
         if (used < reserved) {
             d.bucket->refund(reserved - used);
         } else if (used > reserved) {
-            (void)charge_dimension(d, used - reserved, now);
+            (void)charge_dimension(d, std::min(used - reserved, d.per_minute), now);
         }
     }
 
@@ -497,8 +598,9 @@ private:
             set_limit(d, *quota->limit);
         }
         if (quota->remaining && d.bucket) {
-            const std::int64_t excess = d.bucket->available() - *quota->remaining;
-            if (excess > 0) (void)d.bucket->try_acquire(std::min(excess, d.bucket->capacity()));
+            const std::int64_t available = d.bucket->available();  // <= capacity: no overflow below
+            const std::int64_t remaining = std::max<std::int64_t>(*quota->remaining, 0);
+            if (available > remaining) (void)d.bucket->try_acquire(std::min(available - remaining, d.bucket->capacity()));
         }
     }
 
@@ -527,10 +629,11 @@ private:
         } else {
             ++stats_.failed;
         }
+        if (used && (used->input_tokens < 0 || used->output_tokens < 0)) used.reset();  // nonsense: unknown
         if (ok && used) {
-            stats_.tokens_used += used->total();
-            if (used->total() < cost.total()) stats_.tokens_refunded += cost.total() - used->total();
-            if (used->total() > cost.total()) stats_.tokens_overrun += used->total() - cost.total();
+            add_to(stats_.tokens_used, used->total());
+            if (used->total() < cost.total()) add_to(stats_.tokens_refunded, cost.total() - used->total());
+            if (used->total() > cost.total()) add_to(stats_.tokens_overrun, used->total() - cost.total());
             settle_dimension(tokens_, cost.total(), used->total(), now);
             settle_dimension(input_tokens_, cost.input_tokens, used->input_tokens, now);
             settle_dimension(output_tokens_, cost.max_output_tokens, used->output_tokens, now);
@@ -545,8 +648,9 @@ private:
         wake_head();
     }
 
-    /// After a 429: pause every admission until the retry time and empty the
-    /// bucket(s) the server says ran out (all of them when it does not say).
+    /// After a 429: pause every admission until the retry time (at most
+    /// max_pause) and empty the bucket(s) the server says ran out (all of
+    /// them when it does not say).
     void back_off(const request_cost& cost, const quota_snapshot& quota, time_point now) {
         std::chrono::nanoseconds retry = quota.retry_after.value_or(config_.default_retry_after);
         const bool requests_out = exhausted(quota.requests, 1);
@@ -557,6 +661,7 @@ private:
             if (requests_out && quota.requests->reset_after) retry = std::max(retry, *quota.requests->reset_after);
             if (tokens_out && quota.tokens && quota.tokens->reset_after) retry = std::max(retry, *quota.tokens->reset_after);
         }
+        retry = std::clamp(retry, std::chrono::nanoseconds::zero(), config_.max_pause);
         const time_point until{detail::saturating_add(now.time_since_epoch(), std::chrono::duration_cast<duration>(retry))};
         pause_until_ = std::max(pause_until_, until);
         if (requests_out || !tokens_out) drain(requests_);

@@ -25,10 +25,11 @@ namespace ratelimit {
 
 /// How an adaptive_limiter moves its rate. The constructor checks it:
 /// min_rate <= initial_rate <= max_rate, each one a token bucket of
-/// `capacity` can represent (capacity × interval within 2^121 ns, some 10^20
-/// years; an interval of at least 1/16 ns, so at most 1.6·10^10 per second),
-/// and the factors and durations in the ranges below; std::invalid_argument
-/// names the field and its value otherwise.
+/// `capacity` can hold (capacity × interval within 2^121 ns, some 10^20
+/// years: so min_rate decides), and the factors and durations in the ranges
+/// below; std::invalid_argument names the field and its value otherwise.
+/// Rates faster than 1.6·10^10 per second are accepted and run at that, as
+/// token_bucket runs them.
 struct adaptive_config {
     rate initial_rate = rate::per_second(1);
     rate min_rate = rate::per_second(0.1);
@@ -64,8 +65,9 @@ enum class adaptive_state {
 /// including callers already asleep in acquire or try_acquire_for/until when
 /// the throttle came: on waking they sleep out the pause too, keeping their
 /// place (their permit is used at the pause's end, so those callers may go
-/// together then). current_rate() is the rate the bucket runs at, always
-/// within [min_rate, max_rate]; on_success and on_throttle never throw.
+/// together then). current_rate() is the rate the bucket was set to, always
+/// within [min_rate, max_rate]; on_success and on_throttle never throw (the
+/// constructor checked that the bucket can take every rate in that range).
 ///
 /// Thread-safe. on_success and on_throttle never wait for each other or for
 /// a sleeping caller: the pause is a time stamp, not a held lock, and rate
@@ -252,13 +254,10 @@ private:
         }
     }
 
-    /// Why the token bucket cannot run at `r` with `capacity` exactly (the
-    /// rules of token_bucket's configuration), or nothing when it can.
+    /// Why a token bucket of `capacity` cannot run at `r` (its set_rate
+    /// would throw: the rule of token_bucket's configuration), or nothing.
     static std::optional<std::string> unrepresentable(const rate& r, std::int64_t capacity) {
         const long double interval_ns = r.exact_interval().count();
-        if (std::ldexp(interval_ns, detail::gcra::finest_shift) < 1) {
-            return std::string("is faster than a token bucket refills (one permit per 1/16 ns tick: at most 1.6e10/s)");
-        }
         if (!detail::gcra::finest_fitting_shift(interval_ns, capacity)) {
             return "is too slow for a token bucket of capacity " + std::to_string(capacity) +
                    " (capacity x interval must fit in 2^121 ns, about 8e19 years)";

@@ -16,6 +16,8 @@ namespace window = ratelimit::detail::window;
 namespace fixed = ratelimit::detail::window::fixed;
 namespace sliding = ratelimit::detail::window::sliding;
 namespace vectors = ratelimit_test::window_vectors;
+namespace window_log = ratelimit::detail::window_log;
+using cpp_top = vectors::at_top<std::numeric_limits<std::int64_t>::max()>;
 
 namespace {
 
@@ -78,9 +80,39 @@ brute_result sliding_brute_force(std::int64_t limit, std::int64_t w, sliding::st
 
 }  // namespace
 
-// decide, available and refund are constexpr: the tables are checked at compile time too.
+constexpr bool all_overflow_rows_hold() {
+    for (const auto& v : cpp_top::fixed_decide) {
+        const fixed::decision d = fixed::decide({v.limit, v.window_ns}, {v.window, v.count}, v.now, v.n, v.deadline);
+        if (d.outcome != v.outcome || d.next != fixed::state{v.next_window, v.next_count} || d.ready_at != v.ready_at) {
+            return false;
+        }
+    }
+    for (const auto& v : cpp_top::sliding_decide) {
+        const sliding::decision d =
+            sliding::decide({v.limit, v.window_ns}, {v.window, v.current, v.previous}, v.now, v.n, v.deadline);
+        if (d.outcome != v.outcome || d.next != sliding::state{v.next_window, v.next_current, v.next_previous} ||
+            d.ready_at != v.ready_at) {
+            return false;
+        }
+    }
+    for (const auto& v : cpp_top::sliding_available) {
+        if (sliding::available({v.limit, v.window_ns}, {v.window, v.current, v.previous}, v.now) != v.expected) {
+            return false;
+        }
+    }
+    for (const auto& v : cpp_top::log_decide) {
+        const window_log::decision d =
+            window_log::decide(v.limit, v.window_ns, v.nth_oldest, v.newest, v.now, v.n, v.deadline);
+        if (d.outcome != v.outcome || d.start != v.start) return false;
+    }
+    return true;
+}
+
+// decide, available and refund are constexpr: the tables are checked at compile time too
+// (where signed overflow is an error, so an overflowing row does not compile).
 static_assert(all_fixed_vectors_hold());
 static_assert(all_sliding_vectors_hold());
+static_assert(all_overflow_rows_hold());
 
 TEST_CASE("a time falls in the window that starts at or before it", "[window]") {
     CHECK(window::index_of(0, 1000) == 0);
@@ -283,6 +315,83 @@ TEST_CASE("a grant never lets an aligned window count more than the limit", "[wi
                         sliding::decide(p, {1, count, previous}, now, n, vectors::never_deadline);
                     CHECK(s.next.current <= p.limit);
                     CHECK(window::index_of(s.ready_at, p.window) == s.next.window);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("fixed decide matches every overflow row at INT64_MAX", "[window][fixed][overflow]") {
+    for (const auto& v : cpp_top::fixed_decide) {
+        INFO(v.name);
+        const fixed::decision d = fixed::decide({v.limit, v.window_ns}, {v.window, v.count}, v.now, v.n, v.deadline);
+        CHECK(verdict_name(d.outcome) == verdict_name(v.outcome));
+        CHECK(d.next == fixed::state{v.next_window, v.next_count});
+        CHECK(d.ready_at == v.ready_at);
+    }
+}
+
+TEST_CASE("sliding decide and available match every overflow row at INT64_MAX", "[window][sliding][overflow]") {
+    for (const auto& v : cpp_top::sliding_decide) {
+        INFO(v.name);
+        const sliding::decision d =
+            sliding::decide({v.limit, v.window_ns}, {v.window, v.current, v.previous}, v.now, v.n, v.deadline);
+        CHECK(verdict_name(d.outcome) == verdict_name(v.outcome));
+        CHECK(d.next == sliding::state{v.next_window, v.next_current, v.next_previous});
+        CHECK(d.ready_at == v.ready_at);
+    }
+    for (const auto& v : cpp_top::sliding_available) {
+        INFO(v.name);
+        CHECK(sliding::available({v.limit, v.window_ns}, {v.window, v.current, v.previous}, v.now) == v.expected);
+    }
+}
+
+TEST_CASE("the log's decide matches every overflow row at INT64_MAX", "[window][log][overflow]") {
+    for (const auto& v : cpp_top::log_decide) {
+        INFO(v.name);
+        const window_log::decision d =
+            window_log::decide(v.limit, v.window_ns, v.nth_oldest, v.newest, v.now, v.n, v.deadline);
+        CHECK(d.outcome == v.outcome);
+        CHECK(d.start == v.start);
+    }
+}
+
+TEST_CASE("no decision overflows or over-admits at the end of the time range", "[window][overflow]") {
+    // Limits, windows and times near INT64_MAX, four permits one by one: each
+    // grant keeps the count <= limit and lands in a window at or before
+    // last_window with an exact ready_at (never a saturated stand-in); anything
+    // else is out_of_range and changes nothing.
+    constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+    const std::int64_t values[] = {1, 2, 3, 1000, max / 3, max / 2, max - 1, max};
+    for (std::int64_t limit : values) {
+        for (std::int64_t w : values) {
+            for (std::int64_t now : values) {
+                const std::int64_t last = window::last_window({limit, w});
+                fixed::state fs{window::index_of(now, w), std::max<std::int64_t>(0, limit - 2)};
+                sliding::state ss{window::index_of(now, w), std::max<std::int64_t>(0, limit - 2), limit};
+                for (int step = 0; step < 4; ++step) {
+                    INFO("limit " << limit << ", W " << w << ", now " << now << ", step " << step);
+                    const fixed::decision f = fixed::decide({limit, w}, fs, now, 1, max);
+                    if (f.outcome == window::verdict::granted) {
+                        REQUIRE(f.next.count <= limit);
+                        REQUIRE(f.next.window <= last);
+                        REQUIRE(f.ready_at == std::max(now, f.next.window * w));
+                        fs = f.next;
+                    } else {
+                        REQUIRE(verdict_name(f.outcome) == "out_of_range");
+                        REQUIRE(f.next == fs);
+                    }
+                    const sliding::decision s = sliding::decide({limit, w}, ss, now, 1, max);
+                    if (s.outcome == window::verdict::granted) {
+                        REQUIRE(s.next.current <= limit);
+                        REQUIRE(s.next.window <= last);
+                        REQUIRE(window::index_of(s.ready_at, w) == s.next.window);
+                        ss = s.next;
+                    } else {
+                        REQUIRE(verdict_name(s.outcome) == "out_of_range");
+                        REQUIRE(s.next == ss);
+                    }
+                    CHECK(sliding::available({limit, w}, ss, now) >= 0);
                 }
             }
         }

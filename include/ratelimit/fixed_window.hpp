@@ -43,6 +43,10 @@ namespace ratelimit {
 /// the clock's range). limit <= 0, window <= 0, and a limit above the window's
 /// length in nanoseconds (more than 10^9 permits per second, which the word
 /// could not count for the clock's whole range) throw std::invalid_argument.
+/// Overflow: any limit up to INT64_MAX is exact (`count + n <= limit` is
+/// tested as `n <= limit − count`), and a window that would start past
+/// INT64_MAX ns after the origin is never granted: a clock stuck at the end
+/// of its range grants one window's limit and then nothing.
 /// A clock that stands still stays in one window; one that goes back never
 /// reopens a window already counted: it grants nothing until it reaches the
 /// window last granted in again (a time before construction counts as

@@ -54,7 +54,9 @@ namespace ratelimit {
 /// n > limit() never blocks (`try_*` return false, `acquire` throws
 /// capacity_exceeded; std::overflow_error if callers already wait further
 /// ahead than the word's index range, 512+ windows). limit <= 0, limit > max_limit and window <= 0 throw
-/// std::invalid_argument. A clock that stands still stays at one estimate; one
+/// std::invalid_argument. Overflow: the weighted count saturates, and a grant
+/// whose time would pass INT64_MAX ns after the origin is never made (even a
+/// window of nanoseconds::max(), or a clock stuck at the end of its range). A clock that stands still stays at one estimate; one
 /// that goes back never reopens a window already counted: it may grant nothing
 /// until it catches up with the latest window the state holds (a time before
 /// construction counts as construction time).

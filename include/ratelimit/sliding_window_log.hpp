@@ -48,7 +48,9 @@ namespace ratelimit {
 /// log); use a sliding_window_counter for more. A clock that stands still
 /// grants `limit` permits and then nothing; one that jumps back grants
 /// nothing before the latest logged grant. Times are kept in whole
-/// nanoseconds since the clock's epoch, saturating.
+/// nanoseconds since the clock's epoch, saturating; a permit whose t + window
+/// passes INT64_MAX never leaves the window, so a clock stuck at the end of
+/// its range grants `limit` permits there and then nothing.
 template <clock Clock = std::chrono::steady_clock>
 class sliding_window_log {
 public:

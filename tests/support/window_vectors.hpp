@@ -13,9 +13,14 @@
 // otherwise: at offset e into window w the estimate is
 // current + ceil(previous · (1000 − e) / 1000), and n permits fit when
 // estimate + n <= 10, that is when previous · (1000 − e) <= (10 − current − n) · 1000.
+//
+// Overflow rows (at_top<top> at the end) are written in terms of the store's
+// largest time and count, `top`: INT64_MAX for the C++, 2^53 for the Lua
+// scripts (whose doubles saturate there). Each store runs them at its own top.
 
 #include <cstdint>
 #include <limits>
+#include <ratelimit/detail/sliding_window_log.hpp>
 #include <ratelimit/detail/window.hpp>
 
 namespace ratelimit_test::window_vectors {
@@ -216,6 +221,62 @@ inline constexpr sliding_refund_vector sliding_refund_vectors[] = {
     {"never below zero: 5 - min(9, 5)", 10, 1000, 1, 5, 10, 1500, 9, 1, 0, 10},
     {"nothing once the window has ended", 10, 1000, 1, 5, 10, 2100, 1, 1, 5, 10},
     {"nothing while a caller waits for a later window", 10, 1000, 3, 2, 8, 1500, 1, 3, 2, 8},
+};
+
+/// window_log::decide(limit, window, nth_oldest, newest, now, n, deadline) -> {outcome, start}.
+struct log_decide_vector {
+    const char* name;
+    std::int64_t limit;
+    std::int64_t window_ns;
+    std::int64_t nth_oldest;
+    std::int64_t newest;
+    std::int64_t now;
+    std::int64_t n;
+    std::int64_t deadline;
+    ratelimit::detail::window_log::verdict outcome;
+    std::int64_t start;
+};
+
+/// The overflow rows, at a store's `top` (its largest time and count: INT64_MAX
+/// in C++, 2^53 in Lua). max_window is `top` too (no limit from the state).
+/// Before the saturating rules, C++ granted (or overflowed) in every fixed and
+/// log row below, and the Lua over-admitted in the first fixed and log rows.
+template <std::int64_t top>
+struct at_top {
+    static constexpr fixed_decide_vector fixed_decide[] = {
+        // count + n = top + 1 would overflow (C++) or round back to top (Lua's doubles).
+        {"limit top: a full window sends one more to the next, which starts at top", top, top, 0, top, 0, 1, 0,
+         verdict::too_late, 0, top, top},
+        {"limit top: top - 1 and one more fill the window", top, top, 0, top - 1, 5, 1, 5, verdict::granted, 0, top, 5},
+        // 1 ns windows: window `top` starts at top, and window top + 1 does not exist.
+        {"the last window whose start is representable grants nothing after it", 1, 1, top, 1, top, 1, top,
+         verdict::out_of_range, top, 1, top},
+        // W = floor(top / 3): windows 0..3 start at or before top; window 4 would start after it.
+        {"a window that would start after top is out of range, never granted at a saturated time", 3, top / 3, 3, 3,
+         3 * (top / 3), 1, top, verdict::out_of_range, 3, 3, 3 * (top / 3)},
+    };
+    static constexpr sliding_available_vector sliding_available[] = {
+        // current + previous = 2·top: the estimate saturates at top, leaving nothing.
+        {"limit top: the weighted count saturates and leaves nothing", top, 1000, 1, top, top, 1000, 0},
+    };
+    static constexpr sliding_decide_vector sliding_decide[] = {
+        // Full at window `top` of 1 ns: the next permit needs window top + 2.
+        {"a full last window: the windows after it do not exist", 1, 1, top, 1, 0, top, 1, top, verdict::out_of_range,
+         top, 1, 0, top},
+        // W = top: window 1 starts at top; one more permit behind 5 needs offset
+        // top - floor(4·top/5) > 0 into it, past top.
+        {"a window of top: a grant at an offset into the window starting at top is out of range", 5, top, 0, 5, 0, 0, 1,
+         top, verdict::out_of_range, 0, 5, 0, 0},
+    };
+    static constexpr log_decide_vector log_decide[] = {
+        // limit 1, window 10.
+        {"an entry whose time + window passes top never leaves, even at now = top", 1, 10, top - 5, top - 5, top, 1,
+         top, ratelimit::detail::window_log::verdict::out_of_range, top},
+        {"an entry that leaves exactly at top is granted there when the deadline allows", 1, 10, top - 10, top - 10,
+         top - 3, 1, top, ratelimit::detail::window_log::verdict::granted, top},
+        {"at now = top an entry that left at top has left", 1, 10, top - 10, top - 10, top, 1, top,
+         ratelimit::detail::window_log::verdict::granted, top},
+    };
 };
 
 }  // namespace ratelimit_test::window_vectors

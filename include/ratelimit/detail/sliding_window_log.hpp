@@ -13,6 +13,11 @@
 // Guarantee. Every grant is placed at least `window` after the entry `limit`
 // places before it, so any half-open interval of length `window` holds at
 // most `limit` grants.
+//
+// Overflow. A permit whose t + window lies past INT64_MAX never leaves the
+// window (has_left is exact, not saturating), and a grant that would have to
+// wait for it is out_of_range: a `now` stuck at INT64_MAX (a saturated clock)
+// grants `limit` permits and then nothing.
 
 #include <algorithm>
 #include <cstdint>
@@ -24,12 +29,23 @@ namespace ratelimit::detail::window_log {
 inline constexpr std::int64_t unused_slot = std::numeric_limits<std::int64_t>::min();
 
 /// The time a permit granted at `granted_at` leaves the window (saturating;
-/// `unused_slot` for an unused slot).
+/// `unused_slot` for an unused slot). For display only: decisions use
+/// has_left, which is exact where this saturates.
 [[nodiscard]] constexpr std::int64_t expiry(std::int64_t granted_at, std::int64_t window) noexcept {
     if (granted_at == unused_slot) return unused_slot;
     std::int64_t sum = 0;
     if (__builtin_add_overflow(granted_at, window, &sum)) return std::numeric_limits<std::int64_t>::max();
     return sum;
+}
+
+/// Whether a permit granted at `granted_at` has left the window at `now`:
+/// granted_at + window <= now, exactly (an unused slot always has; one whose
+/// sum passes INT64_MAX never has).
+[[nodiscard]] constexpr bool has_left(std::int64_t granted_at, std::int64_t window, std::int64_t now) noexcept {
+    if (granted_at == unused_slot) return true;
+    std::int64_t sum = 0;
+    if (__builtin_add_overflow(granted_at, window, &sum)) return false;
+    return sum <= now;
 }
 
 /// What decide() concluded.
@@ -49,18 +65,22 @@ struct decision {
 /// by `deadline` (a deadline before now means now)? `nth_oldest` is the n-th
 /// oldest entry of the log (when n <= limit) and `newest` the latest grant:
 /// no grant goes before an earlier one, so callers are served in order.
+/// out_of_range (start = now) when the n-th oldest leaves only past INT64_MAX.
 [[nodiscard]] constexpr decision decide(std::int64_t limit, std::int64_t window, std::int64_t nth_oldest,
                                         std::int64_t newest, std::int64_t now, std::int64_t n,
                                         std::int64_t deadline) noexcept {
     if (n > limit) return {verdict::never, now};
-    const std::int64_t start = std::max({now, expiry(nth_oldest, window), newest});
-    if (start == std::numeric_limits<std::int64_t>::max() && start > now) return {verdict::out_of_range, start};
+    std::int64_t leaves = now;  // when the n-th oldest has left the window
+    if (nth_oldest != unused_slot && __builtin_add_overflow(nth_oldest, window, &leaves)) {
+        return {verdict::out_of_range, now};  // never, in representable time
+    }
+    const std::int64_t start = std::max({now, leaves, newest});
     if (start > std::max(deadline, now)) return {verdict::too_late, start};
     return {verdict::granted, start};
 }
 
 /// How many of the oldest entries have left the window at `now`: the largest
-/// k with expiry(entry(k - 1)) <= now, by binary search over the sorted log.
+/// k with has_left(entry(k - 1), window, now), by binary search over the sorted log.
 /// `entry(i)` is the i-th oldest entry, 0 <= i < limit.
 template <class Entry>
 [[nodiscard]] constexpr std::int64_t expired(std::int64_t limit, std::int64_t window, std::int64_t now, Entry entry) {
@@ -68,7 +88,7 @@ template <class Entry>
     std::int64_t high = limit;  // entries [high, limit) have not
     while (low < high) {
         const std::int64_t mid = low + (high - low) / 2;
-        if (expiry(entry(mid), window) <= now) {
+        if (has_left(entry(mid), window, now)) {
             low = mid + 1;
         } else {
             high = mid;

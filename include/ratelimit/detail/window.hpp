@@ -23,6 +23,14 @@
 // The products exceed 64 bits and are taken in 128 (a script in double
 // precision must keep previous·W and limit·W below 2^53, e.g. by counting in
 // milliseconds).
+//
+// Overflow. Nothing here overflows for any limit and window up to INT64_MAX:
+// "count + n <= limit" is tested as "n <= limit − count", the weighted count
+// saturates, and a grant whose window index or usable time would pass the
+// last representable one (window index · W or start + offset above
+// INT64_MAX, or an index above params::max_window) is out_of_range, never
+// granted at a saturated time. A `now` that saturated at INT64_MAX therefore
+// grants at most the last window's worth and then nothing.
 
 #include <algorithm>
 #include <cstdint>
@@ -47,6 +55,12 @@ struct params {
 /// The window `t` falls in (t < 0 counts as 0).
 [[nodiscard]] constexpr std::int64_t index_of(nanoseconds t, nanoseconds window) noexcept {
     return t <= 0 ? 0 : t / window;
+}
+
+/// The last window whose start is representable and which the state can hold:
+/// min(p.max_window, floor(INT64_MAX / W)). Windows after it are out_of_range.
+[[nodiscard]] constexpr std::int64_t last_window(const params& p) noexcept {
+    return std::min(p.max_window, int64_max / p.window);
 }
 
 /// When window `index` starts, saturating at INT64_MAX.
@@ -106,7 +120,8 @@ struct decision {
 
 /// The one admission decision: may n permits be taken at `now`, to be used no
 /// later than `deadline` (a deadline before `now` means `now`)? They go in the
-/// first window, from the later of now's and the state's, with room for them.
+/// first window, from the later of now's and the state's, with room for them;
+/// out_of_range when that window lies past last_window(p).
 /// Precondition: 0 <= n, 0 <= s.count <= p.limit, now >= 0.
 [[nodiscard]] constexpr decision decide(const params& p, state s, nanoseconds now, std::int64_t n,
                                         nanoseconds deadline) noexcept {
@@ -114,9 +129,10 @@ struct decision {
     if (n > p.limit) return {verdict::never, s, now};
     const std::int64_t first = std::max(s.window, index_of(now, p.window));
     const std::int64_t count = s.window == first ? s.count : 0;
-    const state next = count + n <= p.limit ? state{first, count + n} : state{first + 1, n};
-    if (next.window > p.max_window) return {verdict::out_of_range, s, now};
-    const nanoseconds ready_at = std::max(now, start_of(next.window, p.window));
+    const bool fits = n <= p.limit - count;  // count + n <= limit, without overflow
+    if (first > last_window(p) - (fits ? 0 : 1)) return {verdict::out_of_range, s, now};
+    const state next = fits ? state{first, count + n} : state{first + 1, n};
+    const nanoseconds ready_at = std::max(now, next.window * p.window);  // <= INT64_MAX: next.window <= last_window
     if (ready_at > std::max(deadline, now)) return {verdict::too_late, s, ready_at};
     return {verdict::granted, next, ready_at};
 }
@@ -180,9 +196,9 @@ struct position {
 }
 
 /// The estimate at offset `offset` into the window of `s`:
-/// current + ceil(previous · (W − offset) / W).
+/// current + ceil(previous · (W − offset) / W), saturating at INT64_MAX.
 [[nodiscard]] constexpr std::int64_t weighted_count(const params& p, state s, nanoseconds offset) noexcept {
-    return s.current + mul_div_ceil(s.previous, p.window - offset, p.window);
+    return add_saturating(s.current, mul_div_ceil(s.previous, p.window - offset, p.window));
 }
 
 /// The smallest offset e in [0, W] at which previous · (W − e) <= room · W,
@@ -199,7 +215,8 @@ struct position {
 /// counted at the earliest time, from the later of now and the start of the
 /// state's window, at which the estimate leaves room for them: later in the
 /// same window as the previous count's weight falls, else in the next
-/// window, else (n == limit) the one after.
+/// window, else (n == limit) the one after; out_of_range when that window
+/// lies past last_window(p) or its time past INT64_MAX.
 /// Precondition: 0 <= n; 0 <= s.current, s.previous <= p.limit; now >= 0.
 [[nodiscard]] constexpr decision decide(const params& p, state s, nanoseconds now, std::int64_t n,
                                         nanoseconds deadline) noexcept {
@@ -208,6 +225,7 @@ struct position {
     const position at = locate(p, s, now);
     const std::int64_t w = at.s.window;
     state next{};
+    std::int64_t ahead = 0;  // next.window − w, in {0, 1, 2}
     nanoseconds offset = 0;
     const std::int64_t room = p.limit - at.s.current - n;
     const nanoseconds here = room >= 0 ? std::max(at.offset, earliest_offset(p.window, at.s.previous, room)) : p.window;
@@ -217,14 +235,19 @@ struct position {
     } else {
         const nanoseconds there = earliest_offset(p.window, at.s.current, p.limit - n);
         if (there < p.window) {
-            next = {w + 1, n, at.s.current};
+            ahead = 1;
+            next = {0, n, at.s.current};
             offset = there;
         } else {
-            next = {w + 2, n, 0};
+            ahead = 2;
+            next = {0, n, 0};
         }
     }
-    if (next.window > p.max_window) return {verdict::out_of_range, s, now};
-    const nanoseconds ready_at = std::max(now, add_saturating(start_of(next.window, p.window), offset));
+    if (w > last_window(p) - ahead) return {verdict::out_of_range, s, now};
+    next.window = w + ahead;
+    const nanoseconds start = next.window * p.window;  // <= INT64_MAX: next.window <= last_window
+    if (offset > int64_max - start) return {verdict::out_of_range, s, now};
+    const nanoseconds ready_at = std::max(now, start + offset);
     if (ready_at > std::max(deadline, now)) return {verdict::too_late, s, ready_at};
     return {verdict::granted, next, ready_at};
 }

@@ -71,9 +71,10 @@ enum class adaptive_state {
 ///
 /// Thread-safe. on_success and on_throttle never wait for each other or for
 /// a sleeping caller: the pause is a time stamp, not a held lock, and rate
-/// changes are atomic updates followed by the bucket's set_rate. Acquisition
-/// costs the token bucket's plus two loads of the pause stamp (one before, one
-/// after), and no extra clock read unless a throttle came in between.
+/// changes are atomic updates followed by the bucket's set_rate. try_acquire
+/// costs the token bucket's plus a clock read and a load of the pause stamp;
+/// the waiting calls load the stamp again after the bucket's wait and read
+/// the clock again only when a throttle came meanwhile. No allocation.
 ///
 /// Edge cases: a throttle without retry_after cuts the rate and starts the
 /// recovery at once; a later throttle extends a pause, never shortens it.

@@ -320,3 +320,17 @@ TEST_CASE("a deadline between the pause's end and the reset fails without sleepi
     CHECK(limiter.try_acquire_for(1, 5s));
     CHECK(clock.now() - start == 5s);
 }
+
+TEST_CASE("n = INT64_MAX and a reset at nanoseconds::max(): no overflow, no wait in vain", "[header_limiter][overflow]") {
+    manual_clock clock;
+    header_limiter<manual_clock> limiter(clock);
+    limiter.update(requests(5, 0, std::chrono::nanoseconds::max()));  // spent until the end of time
+    CHECK_FALSE(limiter.try_acquire(int64_max));
+    CHECK_FALSE(limiter.try_acquire_for(int64_max, manual_clock::duration::max()));
+    CHECK_THROWS_AS(limiter.acquire(int64_max), ratelimit::capacity_exceeded);
+    CHECK_FALSE(limiter.try_acquire_for(1, 1h));
+    CHECK(clock.now() == manual_clock::time_point{});
+    CHECK(limiter.reset_at() == manual_clock::time_point::max());
+    limiter.refund(int64_max);
+    CHECK(limiter.remaining() == 5);
+}

@@ -429,8 +429,8 @@ TEST_CASE("max_pause caps the pause where the config sets it", "[adaptive][pause
     CHECK(limiter.state() == adaptive_state::recovering);  // the recovery runs from the capped end
     clock.advance(30s);
     CHECK(limiter.state() == adaptive_state::normal);
-    cfg.max_pause = -1ns;
-    CHECK(construction_error(cfg).find("max_pause") != std::string::npos);
+    cfg.max_pause = 0ns;
+    CHECK(construction_error(cfg).find("max_pause must be > 0, got 0") != std::string::npos);
 }
 
 TEST_CASE("n = INT64_MAX and arguments near it: no overflow, no over-admission", "[adaptive][overflow]") {

@@ -236,14 +236,17 @@ TEST_CASE("max_pause caps the retry-after pause where the options set it", "[hea
     CHECK(limiter.paused_until() == clock.now() + 20s);
 }
 
-TEST_CASE("a negative max_pause is refused, naming it", "[header_limiter][pause]") {
-    ratelimit::header_limiter_options options;
-    options.max_pause = -1s;
-    try {
-        header_limiter<manual_clock> limiter(options, manual_clock{});
-        FAIL("no exception");
-    } catch (const std::invalid_argument& e) {
-        CHECK(std::string(e.what()).find("max_pause") != std::string::npos);
+TEST_CASE("a max_pause of zero or less is refused, naming it", "[header_limiter][pause]") {
+    for (const std::chrono::nanoseconds bad : {std::chrono::nanoseconds{0}, std::chrono::nanoseconds{-1}}) {
+        ratelimit::header_limiter_options options;
+        options.max_pause = bad;
+        try {
+            header_limiter<manual_clock> limiter(options, manual_clock{});
+            FAIL("no exception");
+        } catch (const std::invalid_argument& e) {
+            CHECK(std::string(e.what()).find("max_pause must be > 0, got " + std::to_string(bad.count())) !=
+                  std::string::npos);
+        }
     }
 }
 

@@ -38,10 +38,10 @@ struct adaptive_config {
     double decrease_factor = 0.5;  ///< applied on each throttle, in (0, 1]
     std::chrono::nanoseconds recovery_time = std::chrono::seconds{30};  ///< no increase for this long after a pause, >= 0
     std::int64_t capacity = 1;     ///< the bucket's burst, in [1, 2^59] (an addition to the contract's fields)
-    /// Cap on any pause a throttle's retry_after asks for, >= 0 (0: retry_after
-    /// is ignored and only the rate is cut). A hostile `retry-after:
-    /// 9000000000` would otherwise stop every acquisition for 285 years; the
-    /// default, 10 minutes, is the LLM gate's `gate_config::max_pause`.
+    /// Cap on any pause a throttle's retry_after asks for, > 0. A hostile
+    /// `retry-after: 9000000000` would otherwise stop every acquisition for
+    /// 285 years; the default, 10 minutes, is the LLM gate's
+    /// `gate_config::max_pause`.
     std::chrono::nanoseconds max_pause = std::chrono::minutes{10};
 };
 
@@ -295,8 +295,8 @@ private:
         if (cfg.recovery_time < std::chrono::nanoseconds::zero()) {
             fail("recovery_time must be >= 0, got " + std::to_string(cfg.recovery_time.count()) + "ns");
         }
-        if (cfg.max_pause < std::chrono::nanoseconds::zero()) {
-            fail("max_pause must be >= 0, got " + std::to_string(cfg.max_pause.count()) + "ns");
+        if (cfg.max_pause <= std::chrono::nanoseconds::zero()) {
+            fail("max_pause must be > 0, got " + std::to_string(cfg.max_pause.count()) + "ns");
         }
         // The bucket starts at initial_rate as given and later runs at
         // rate::per_second(v) for v in [min, max]: if both ends fit, all do

@@ -24,10 +24,10 @@ struct header_limiter_options {
     /// count resets this long after it was received (> 0). Also the length of
     /// a new window when every reset the server announced was zero.
     std::chrono::nanoseconds fallback_reset = std::chrono::seconds{1};
-    /// Cap on any retry-after pause a server asks for (>= 0; 0 ignores
-    /// retry-after): a hostile or broken `retry-after: 9000000000` would
-    /// otherwise stop every grant for 285 years. The default, 10 minutes, is
-    /// the LLM gate's `gate_config::max_pause`; no provider asks for longer.
+    /// Cap on any retry-after pause a server asks for (> 0): a hostile or
+    /// broken `retry-after: 9000000000` would otherwise stop every grant for
+    /// 285 years. The default, 10 minutes, is the LLM gate's
+    /// `gate_config::max_pause`; no provider asks for longer.
     std::chrono::nanoseconds max_pause = std::chrono::minutes{10};
 };
 
@@ -40,7 +40,8 @@ struct header_limiter_options {
 /// Guarantee: within one server window, never more permits than the lowest
 /// remaining count the server reported (held to [0, limit] when the limit is
 /// known), less the grants since, plus refunds up to the limit; no grant
-/// during a retry-after pause (each pause capped at options.max_pause). Snapshots merge conservatively: inside the
+/// during a retry-after pause (each capped at options.max_pause). Snapshots
+/// merge conservatively: inside the
 /// current window a snapshot can lower the remaining count but never raise it
 /// (so an older response arriving after a newer one changes nothing); a new
 /// window starts only when the current one's reset time has passed; without a
@@ -74,8 +75,8 @@ public:
             throw std::invalid_argument("ratelimit::header_limiter: fallback_reset must be > 0, got " +
                                         std::to_string(options_.fallback_reset.count()) + "ns");
         }
-        if (options_.max_pause < std::chrono::nanoseconds::zero()) {
-            throw std::invalid_argument("ratelimit::header_limiter: max_pause must be >= 0, got " +
+        if (options_.max_pause <= std::chrono::nanoseconds::zero()) {
+            throw std::invalid_argument("ratelimit::header_limiter: max_pause must be > 0, got " +
                                         std::to_string(options_.max_pause.count()) + "ns");
         }
     }

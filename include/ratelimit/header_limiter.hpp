@@ -41,11 +41,11 @@ struct header_limiter_options {
 /// remaining count the server reported (held to [0, limit] when the limit is
 /// known), less the grants since, plus refunds up to the limit; no grant
 /// during a retry-after pause (each capped at options.max_pause). Snapshots
-/// merge conservatively: inside the
-/// current window a snapshot can lower the remaining count but never raise it
-/// (so an older response arriving after a newer one changes nothing); a new
-/// window starts only when the current one's reset time has passed; without a
-/// new snapshot it lasts as long as the longest reset the server announced.
+/// merge conservatively: inside the current window a snapshot can lower the
+/// remaining count but never raise it (so an older response arriving after a
+/// newer one changes nothing); a new window starts only when the current
+/// one's reset time has passed; without a new snapshot it lasts as long as
+/// the longest reset the server announced.
 ///
 /// Thread-safe: a short mutex around a few integers, never held while
 /// sleeping. Blocking waits sleep until the reset or the end of the pause and
@@ -57,10 +57,10 @@ struct header_limiter_options {
 /// saturate instead of overflowing (refund(INT64_MAX) fills to the limit, or
 /// to INT64_MAX when no limit is known); a negative remaining count reads as
 /// 0 and a negative limit as unknown; a reset of zero starts a window of
-/// fallback_reset, never one that refills on every call. A clock that goes
-/// back counts as the latest time seen for windows and pauses already begun
-/// (they end when the clock catches up). Deadlines up to time_point::max()
-/// are fine.
+/// fallback_reset, never one that refills on every call. Windows and pauses
+/// end at the times they were set, so after a clock goes back they last until
+/// it catches up (never shorter). A deadline of time_point::max() waits only
+/// as long as the reset or the pause needs.
 template <clock Clock = std::chrono::steady_clock>
 class header_limiter {
 public:
@@ -198,6 +198,9 @@ private:
 
     static std::int64_t ns(time_point t) noexcept { return detail::saturating_ns(t.time_since_epoch()); }
     static time_point at(std::int64_t ns) noexcept { return time_point{detail::duration_from_ns<duration>(ns)}; }
+    static std::int64_t plus(std::int64_t now, std::chrono::nanoseconds d) noexcept {
+        return detail::saturating_add(std::chrono::nanoseconds{now}, std::max(d, std::chrono::nanoseconds::zero())).count();
+    }
 
     /// Time from `start` to now, never negative (the clock may have gone back), saturating.
     duration elapsed_since(time_point start) {
@@ -205,9 +208,6 @@ private:
         std::int64_t waited = 0;
         if (__builtin_sub_overflow(now, ns(start), &waited)) waited = now > ns(start) ? max_count : 0;
         return detail::duration_from_ns<duration>(std::max<std::int64_t>(waited, 0));
-    }
-    static std::int64_t plus(std::int64_t now, std::chrono::nanoseconds d) noexcept {
-        return detail::saturating_add(std::chrono::nanoseconds{now}, std::max(d, std::chrono::nanoseconds::zero())).count();
     }
 
     [[nodiscard]] const std::optional<quota_state>& followed(const quota_snapshot& s) const noexcept {

@@ -81,11 +81,13 @@ enum class adaptive_state {
 /// try_acquire_for/until fail at once when the pause or the bucket's refill
 /// outlasts the deadline. When a pause that began during their sleep outlasts
 /// the deadline, they return false at their wake-up and give the permit back
-/// through the bucket's refund (so a failed call leaves the count as it
-/// found it, except that the bucket keeps the permit when reservations made
-/// after it already run ahead of the refill: then one permit is lost, never
-/// one too many granted). A clock that goes back leaves pauses at the times
-/// they were set.
+/// through the bucket's refund, so a failed call leaves the count as it
+/// found it, unless the bucket then owes more than its refill covers (later
+/// reservations, or the throttle's rate cut, which keeps the permit count
+/// and so turns the caller's permit into debt at the slower rate): refund
+/// gives nothing then, and the permit stays spent: one lost, never one too
+/// many granted. A clock that goes back leaves pauses at the times they were
+/// set.
 template <clock Clock = std::chrono::steady_clock>
 class adaptive_limiter {
 public:

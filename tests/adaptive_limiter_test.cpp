@@ -258,8 +258,8 @@ adaptive_config config_5_per_second() {
     return cfg;
 }
 
-template <class Config>
-std::string construction_error(const Config& cfg) {
+/// What the constructor says about `cfg`: its exception's message, or "no exception".
+std::string construction_error(const adaptive_config& cfg) {
     try {
         adaptive_limiter<manual_clock> limiter(cfg, manual_clock{});
     } catch (const std::invalid_argument& e) {

@@ -390,3 +390,33 @@ TEMPLATE_TEST_CASE("on a chrono clock other than steady/system, a waiter behind 
     CHECK(reads_before < 20);
     CHECK(clock_type::reads[1].load() - reads_before < 50);
 }
+
+// ---- hostile limits ----------------------------------------------------------------
+
+TEST_CASE("a learned limit too large for any bucket is ignored, and complete does not throw", "[gate][reliability]") {
+    manual_clock clock;
+    gate_config c;
+    c.headroom = 1.0;
+    c.burst_window = 1min;  // a bucket of a whole minute's limit: INT64_MAX tokens cannot be held (2^59 at most)
+    gate<manual_clock> g(c, clock);
+    auto t = g.acquire({10, 0});
+    CHECK_NOTHROW(t.complete(200, headers{{"x-ratelimit-limit-tokens", "9223372036854775807"},
+                                          {"x-ratelimit-limit-requests", "60"}}));
+    const auto s = g.snapshot();
+    CHECK(s.tokens_per_minute == 0);      // still unknown
+    CHECK(s.requests_per_minute == 60);   // the rest of the headers was followed
+    CHECK(s.in_flight == 0);
+}
+
+TEST_CASE("a configured limit too large for any bucket is rejected naming the field", "[gate][reliability]") {
+    gate_config c;
+    c.burst_window = 1min;
+    c.tokens_per_minute = std::int64_t{1} << 62;  // 0.98 · 2^62 per 1 min bucket > 2^59
+    std::string message;
+    try {
+        gate<manual_clock> g(c);
+    } catch (const std::invalid_argument& e) {
+        message = e.what();
+    }
+    CHECK_THAT(message, Catch::Contains("tokens_per_minute"));
+}

@@ -72,7 +72,7 @@ struct gate_config {
 };
 
 /// What a request may cost: its prompt and the most it may generate.
-/// INT64_MAX max_output_tokens ("no cap") is a cost above any limit.
+/// INT64_MAX max_output_tokens ("no cap") is a cost above any token limit.
 struct request_cost {
     std::int64_t input_tokens = 0;
     std::int64_t max_output_tokens = 0;
@@ -103,7 +103,7 @@ struct stats {
     std::int64_t tokens_reserved = 0;  ///< estimates charged at admission
     std::int64_t tokens_used = 0;      ///< actual usage reported
     std::int64_t tokens_refunded = 0;  ///< estimates given back after usage
-    std::int64_t tokens_overrun = 0;   ///< usage beyond the estimate, charged late
+    std::int64_t tokens_overrun = 0;   ///< usage beyond the estimate as reported (charged late, capped)
     std::int64_t requests_per_minute = 0;  ///< limit in force (configured or learned), 0: unknown
     std::int64_t tokens_per_minute = 0;    ///< limit in force (configured or learned), 0: unknown
     std::chrono::nanoseconds total_wait{0};  ///< summed over admissions: ready_at − request time
@@ -145,10 +145,12 @@ struct gate_timeout : std::runtime_error {
 /// once, before waiting for a slot or the line (also with max_wait). A 429
 /// pauses at most max_pause; usage beyond the estimate is charged at most
 /// one minute's limit of each dimension (a misreported usage of 10^9 tokens
-/// on a 60,000 TPM gate costs one minute, not days); a usage with a negative
-/// count is ignored as unknown. A deadline of time_point::max() (or too far
-/// to convert to a condition variable's clock) means no deadline, on every
-/// clock. An exception while waiting in line leaves the line as it was.
+/// on a 60,000 TPM gate costs about a minute, not days); a usage with a negative
+/// count is ignored as unknown; a learned limit too large for a bucket
+/// (above 2^59 per burst_window) is ignored, a configured one rejected. A
+/// deadline of time_point::max() (or too far to convert to a condition
+/// variable's clock) means no deadline, on every clock. An exception while
+/// waiting in line leaves the line as it was.
 template <clock Clock = std::chrono::steady_clock>
 class gate {
 public:
@@ -208,16 +210,18 @@ public:
     /// cost can never fit. `t` = time_point::max() waits as acquire does.
     std::optional<ticket> try_acquire_until(request_cost cost, time_point t) {
         check(cost);
-        {
-            std::lock_guard lock(mutex_);
-            if (never_fits(cost)) return std::nullopt;
-        }
         std::optional<slot_type> slot;
-        if (slots_ && t == time_point::max()) {
-            slot.emplace(slots_->lease(1));  // no deadline: never a timed wait to the end of time
-        } else if (slots_) {
-            slot = slots_->try_lease_until(1, t);
-            if (!slot) return std::nullopt;
+        if (slots_) {
+            {
+                std::lock_guard lock(mutex_);
+                if (never_fits(cost)) return std::nullopt;  // before waiting for a slot (admit checks again)
+            }
+            if (t == time_point::max()) {
+                slot.emplace(slots_->lease(1));  // no deadline: never a timed wait to the end of time
+            } else {
+                slot = slots_->try_lease_until(1, t);
+                if (!slot) return std::nullopt;
+            }
         }
         std::optional<ticket> admitted = admit(cost, t, std::move(slot));
         if (admitted) admitted->wait();
@@ -298,6 +302,16 @@ private:
             throw std::invalid_argument(std::string(name) + ": headroom must lie in (0, 1], got " +
                                         detail::number_text(c.headroom));
         }
+        const auto holdable = [&c](const char* field, std::int64_t value) {
+            if (bucket_capacity(c, value) > max_bucket_capacity) {
+                throw std::invalid_argument(std::string(name) + ": " + field + " = " + std::to_string(value) +
+                                            " is too large: headroom · limit per burst_window must be <= 2^59");
+            }
+        };
+        holdable("requests_per_minute", c.requests_per_minute);
+        holdable("tokens_per_minute", c.tokens_per_minute);
+        holdable("input_tokens_per_minute", c.input_tokens_per_minute);
+        holdable("output_tokens_per_minute", c.output_tokens_per_minute);
         if (c.max_wait < std::chrono::nanoseconds::zero()) {
             throw std::invalid_argument(std::string(name) + ": max_wait must be >= 0, got " +
                                         std::to_string(c.max_wait.count()) + "ns");
@@ -325,7 +339,18 @@ private:
     }
 
 
-    /// Sizes `d`'s bucket for `per_minute` (0: no bucket). Requires mutex_ (or construction).
+    /// The largest bucket a token_bucket holds (its documented 2^59).
+    static constexpr long double max_bucket_capacity = 0x1p59L;
+
+    /// The bucket for `per_minute` under `c`: headroom · limit per burst_window, at least 1.
+    [[nodiscard]] static long double bucket_capacity(const gate_config& c, std::int64_t per_minute) noexcept {
+        const long double allowed = static_cast<long double>(per_minute) * c.headroom;
+        const long double window_share = static_cast<long double>(c.burst_window.count()) / 60e9L;
+        return std::max(1.0L, std::floor(allowed * window_share));
+    }
+
+    /// Sizes `d`'s bucket for `per_minute` (0: no bucket; its bucket_capacity
+    /// must be <= max_bucket_capacity). Requires mutex_ (or construction).
     void set_limit(dimension& d, std::int64_t per_minute) {
         d.per_minute = per_minute;
         if (per_minute == 0) {
@@ -334,8 +359,7 @@ private:
         }
         const long double allowed = static_cast<long double>(per_minute) * config_.headroom;
         const rate r = rate::per_minute(static_cast<double>(allowed));
-        const long double window_share = static_cast<long double>(config_.burst_window.count()) / 60e9L;
-        const auto capacity = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::floor(allowed * window_share)));
+        const auto capacity = static_cast<std::int64_t>(bucket_capacity(config_, per_minute));
         if (d.bucket) {
             d.bucket->set_rate(r);
             d.bucket->set_capacity(capacity);
@@ -590,11 +614,12 @@ private:
         }
     }
 
-    /// Believes the server: learns an unknown limit, and never keeps more
-    /// permits than it says remain. Requires mutex_.
+    /// Believes the server: learns an unknown limit (ignoring one too large
+    /// for any bucket), and never keeps more permits than it says remain. Requires mutex_.
     void follow(dimension& d, const std::optional<quota_state>& quota) {
         if (!quota) return;
-        if (quota->limit && *quota->limit > 0 && !d.configured && *quota->limit != d.per_minute) {
+        if (quota->limit && *quota->limit > 0 && !d.configured && *quota->limit != d.per_minute &&
+            bucket_capacity(config_, *quota->limit) <= max_bucket_capacity) {
             set_limit(d, *quota->limit);
         }
         if (quota->remaining && d.bucket) {

@@ -2,7 +2,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <ratelimit/fixed_window.hpp>
+#include <ratelimit/tsc_clock.hpp>
 #include <stdexcept>
 #include <string>
 
@@ -333,4 +335,98 @@ TEST_CASE("windows deep into the clock's range keep their index", "[fixed_window
     CHECK_FALSE(limiter.try_acquire(1));
     const auto to_next = limiter.time_until_available(1);
     CHECK(to_next == 1ms - std::chrono::nanoseconds{(std::int64_t{1} << 62) % 1'000'000});
+}
+
+// Overflow, max() deadlines and clocks that jump (issue 12).
+
+TEST_CASE("a limit of INT64_MAX never over-admits", "[fixed_window][overflow]") {
+    manual_clock clock;
+    window_limiter limiter(INT64_MAX, manual_clock::duration::max(), clock);
+    CHECK(limiter.try_acquire(INT64_MAX));
+    // INT64_MAX + 1 does not fit: it would go to window 1, which starts at INT64_MAX ns.
+    CHECK_FALSE(limiter.try_acquire(1));
+    CHECK(limiter.available() == 0);
+    CHECK(limiter.time_until_available(1) == manual_clock::duration::max());
+    CHECK(clock.now() == manual_clock::time_point{});
+}
+
+TEST_CASE("n = INT64_MAX never blocks and takes nothing", "[fixed_window][overflow]") {
+    manual_clock clock;
+    window_limiter limiter(3, 1s, clock);
+    CHECK_FALSE(limiter.try_acquire(INT64_MAX));
+    CHECK_FALSE(limiter.try_acquire_for(INT64_MAX, manual_clock::duration::max()));
+    CHECK_FALSE(limiter.try_acquire_until(INT64_MAX, manual_clock::time_point::max()));
+    CHECK_THROWS_AS(limiter.acquire(INT64_MAX), ratelimit::capacity_exceeded);
+    CHECK(limiter.time_until_available(INT64_MAX) == manual_clock::duration::max());
+    limiter.refund(INT64_MAX);  // nothing taken: nothing to give back, and no overflow
+    CHECK(limiter.available() == 3);
+    CHECK(clock.now() == manual_clock::time_point{});
+}
+
+TEST_CASE("a window that would start after the clock's last time is refused at once, even for a max() deadline",
+          "[fixed_window][overflow]") {
+    // Origin 1 s: window 1 would start at 1 s + INT64_MAX ns, past time_point::max().
+    manual_clock clock{manual_clock::time_point{1s}};
+    window_limiter limiter(5, manual_clock::duration::max(), clock);
+    CHECK(limiter.try_acquire(5));
+    CHECK_FALSE(limiter.try_acquire_for(1, manual_clock::duration::max()));
+    CHECK_FALSE(limiter.try_acquire_until(1, manual_clock::time_point::max()));
+    CHECK_THROWS_AS(limiter.acquire(1), std::overflow_error);
+    CHECK(limiter.time_until_available(1) == manual_clock::duration::max());
+    CHECK(clock.now() == manual_clock::time_point{1s});  // nothing slept
+}
+
+TEST_CASE("a clock stuck at its last time grants one window's limit, then nothing", "[fixed_window][overflow]") {
+    manual_clock clock;
+    window_limiter limiter(3, 1s, clock);
+    clock.set(manual_clock::time_point::max());  // the window of INT64_MAX ns; the next never starts
+    CHECK(take_singles(limiter) == 3);
+    CHECK_FALSE(limiter.try_acquire_for(1, 1h));
+    CHECK_FALSE(limiter.try_acquire_until(1, manual_clock::time_point::max()));
+    CHECK(limiter.available() == 0);
+}
+
+TEST_CASE("max() deadlines wait exactly for the next window on manual_clock", "[fixed_window]") {
+    manual_clock clock;
+    window_limiter limiter(3, 1s, clock);
+    REQUIRE(limiter.try_acquire(3));
+    CHECK(limiter.try_acquire_until(1, manual_clock::time_point::max()));  // window 1, at 1 s
+    CHECK(clock.now() == manual_clock::time_point{1s});
+    CHECK(limiter.try_acquire_for(2, manual_clock::duration::max()));  // 1 + 2 <= 3: at once
+    CHECK(limiter.try_acquire_for(1, manual_clock::duration::max()));  // window 2, at 2 s
+    CHECK(clock.now() == manual_clock::time_point{2s});
+    CHECK_FALSE(limiter.try_acquire_for(4, manual_clock::duration::max()));  // 4 > 3: at once
+    CHECK(clock.now() == manual_clock::time_point{2s});
+}
+
+TEST_CASE("max() deadlines return on tsc_clock", "[fixed_window][tsc_clock]") {
+    // A 1 ms window: the one real wait below is at most 1 ms.
+    ratelimit::fixed_window<ratelimit::tsc_clock> limiter(1, std::chrono::milliseconds{1});
+    CHECK(limiter.try_acquire_for(1, ratelimit::tsc_clock::duration::max()));
+    CHECK(limiter.try_acquire_until(1, ratelimit::tsc_clock::time_point::max()));  // sleeps into the next window
+    CHECK_FALSE(limiter.try_acquire_for(2, ratelimit::tsc_clock::duration::max()));
+    CHECK_FALSE(limiter.try_acquire_until(2, ratelimit::tsc_clock::time_point::max()));
+}
+
+TEST_CASE("a clock that jumps 2^57 ns ahead and back: every call returns and no window exceeds the limit",
+          "[fixed_window]") {
+    constexpr manual_clock::duration jump{std::int64_t{1} << 57};  // about 4.6 years
+    manual_clock clock;
+    window_limiter limiter(5, 1s, clock);
+    CHECK(limiter.try_acquire(2));
+    clock.advance(jump);  // window floor(2^57 / 1e9) = 144115188
+    CHECK(take_singles(limiter) == 5);
+    clock.set(manual_clock::time_point{500ms});  // corrected back
+    CHECK_FALSE(limiter.try_acquire(1));         // the window last counted is not reopened
+    CHECK_FALSE(limiter.try_acquire_for(1, 1h));
+    CHECK(limiter.available() == 0);
+    CHECK(limiter.time_until_available(1) == 144115189s - 500ms);  // the start of the next window
+    limiter.refund(5);  // not the window now falls in: nothing
+    CHECK(take_singles(limiter) == 0);
+    clock.set(manual_clock::time_point{144115189s});  // the clock catches up
+    CHECK(take_singles(limiter) == 5);
+    clock.set(manual_clock::time_point::max());  // and jumps to the end of time
+    CHECK(take_singles(limiter) == 5);
+    clock.set(manual_clock::time_point{});
+    CHECK(take_singles(limiter) == 0);
 }

@@ -10,6 +10,7 @@
 #include <random>
 #include <ratelimit/detail/window.hpp>
 #include <ratelimit/sliding_window_counter.hpp>
+#include <ratelimit/tsc_clock.hpp>
 #include <stdexcept>
 #include <string>
 
@@ -376,4 +377,102 @@ TEST_CASE("the packed word decides exactly as the pure math, across many moves o
     // Small limits: 3 bits per count, 56 index bits, the base never moves.
     check_against_the_math(5, 1ms, 3, 20000, std::int64_t{1} << 20);
     check_against_the_math(1, 1ns, 4, 20000, 1000);
+}
+
+// Overflow, max() deadlines and clocks that jump (issue 12).
+
+TEST_CASE("a limit near INT64_MAX throws, naming the limit", "[sliding_window_counter][overflow]") {
+    CHECK(message_of(INT64_MAX, 1s).find("limit must be <= 67108863, got 9223372036854775807") != std::string::npos);
+}
+
+TEST_CASE("n = INT64_MAX never blocks and takes nothing", "[sliding_window_counter][overflow]") {
+    manual_clock clock;
+    counter limiter(3, 1s, clock);
+    CHECK_FALSE(limiter.try_acquire(INT64_MAX));
+    CHECK_FALSE(limiter.try_acquire_for(INT64_MAX, manual_clock::duration::max()));
+    CHECK_FALSE(limiter.try_acquire_until(INT64_MAX, manual_clock::time_point::max()));
+    CHECK_THROWS_AS(limiter.acquire(INT64_MAX), ratelimit::capacity_exceeded);
+    CHECK(limiter.time_until_available(INT64_MAX) == manual_clock::duration::max());
+    limiter.refund(INT64_MAX);
+    CHECK(limiter.available() == 3);
+    CHECK(clock.now() == manual_clock::time_point{});
+}
+
+TEST_CASE("the largest limit with the longest window counts exactly", "[sliding_window_counter][overflow]") {
+    manual_clock clock;
+    counter limiter(counter::max_limit, manual_clock::duration::max(), clock);
+    CHECK(limiter.try_acquire(counter::max_limit));
+    CHECK_FALSE(limiter.try_acquire(1));
+    CHECK(limiter.available() == 0);
+}
+
+TEST_CASE("a grant that would be usable after the clock's last time is refused at once, even for a max() deadline",
+          "[sliding_window_counter][overflow]") {
+    // Window nanoseconds::max(): window 1 starts at INT64_MAX ns, and one more permit
+    // behind 5 needs an offset into it, past time_point::max().
+    manual_clock clock;
+    counter limiter(5, manual_clock::duration::max(), clock);
+    CHECK(limiter.try_acquire(5));
+    CHECK_FALSE(limiter.try_acquire_for(1, manual_clock::duration::max()));
+    CHECK_FALSE(limiter.try_acquire_until(1, manual_clock::time_point::max()));
+    CHECK_THROWS_AS(limiter.acquire(1), std::overflow_error);
+    CHECK(limiter.time_until_available(1) == manual_clock::duration::max());
+    CHECK(clock.now() == manual_clock::time_point{});  // nothing slept
+}
+
+TEST_CASE("a clock stuck at its last time grants one window's limit, then nothing",
+          "[sliding_window_counter][overflow]") {
+    manual_clock clock;
+    counter limiter(3, 1s, clock);
+    clock.set(manual_clock::time_point::max());
+    CHECK(take_singles(limiter) == 3);
+    CHECK_FALSE(limiter.try_acquire_for(1, 1h));
+    CHECK_FALSE(limiter.try_acquire_until(1, manual_clock::time_point::max()));
+    CHECK(limiter.available() == 0);
+}
+
+TEST_CASE("a clock stuck at its last time with one-nanosecond windows grants once, then nothing",
+          "[sliding_window_counter][overflow]") {
+    manual_clock clock;
+    counter limiter(1, 1ns, clock);
+    clock.set(manual_clock::time_point::max());  // window INT64_MAX: the last; no window after it
+    CHECK(take_singles(limiter) == 1);
+    CHECK_FALSE(limiter.try_acquire_until(1, manual_clock::time_point::max()));
+}
+
+TEST_CASE("max() deadlines return on tsc_clock", "[sliding_window_counter][tsc_clock]") {
+    // A 1 ms window: the one real wait below is at most 2 ms.
+    ratelimit::sliding_window_counter<ratelimit::tsc_clock> limiter(1, std::chrono::milliseconds{1});
+    CHECK(limiter.try_acquire_for(1, ratelimit::tsc_clock::duration::max()));
+    CHECK(limiter.try_acquire_until(1, ratelimit::tsc_clock::time_point::max()));
+    CHECK_FALSE(limiter.try_acquire_for(2, ratelimit::tsc_clock::duration::max()));
+    CHECK_FALSE(limiter.try_acquire_until(2, ratelimit::tsc_clock::time_point::max()));
+}
+
+TEST_CASE("a clock that jumps 2^57 ns ahead and back: every call returns and no window exceeds the limit",
+          "[sliding_window_counter]") {
+    // One-nanosecond windows: 2^57 windows ahead is past the word's index range,
+    // so the jump also moves the base (rebase).
+    constexpr manual_clock::duration jump{std::int64_t{1} << 57};
+    for (const manual_clock::duration w : {manual_clock::duration{1s}, manual_clock::duration{1ns}}) {
+        INFO("window " << w.count() << " ns");
+        manual_clock clock;
+        counter limiter(5, w, clock);
+        CHECK(limiter.try_acquire(2));
+        clock.advance(jump);
+        CHECK(take_singles(limiter) == 5);  // two windows after the last grant: a fresh estimate
+        const auto ahead = clock.now();
+        clock.set(manual_clock::time_point{500ms});  // corrected back
+        CHECK_FALSE(limiter.try_acquire(1));
+        CHECK_FALSE(limiter.try_acquire_for(1, 1h));
+        CHECK(limiter.available() == 0);
+        CHECK(limiter.time_until_available(1) > jump - 1s);
+        CHECK(take_singles(limiter) == 0);
+        clock.set(ahead + 2 * w);  // caught up, two windows on: the counts have gone
+        CHECK(take_singles(limiter) == 5);
+        clock.set(manual_clock::time_point::max());
+        CHECK(take_singles(limiter) == 5);  // the last window: its limit, then nothing
+        clock.set(manual_clock::time_point{});
+        CHECK(take_singles(limiter) == 0);
+    }
 }

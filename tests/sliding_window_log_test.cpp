@@ -8,6 +8,7 @@
 
 #include <ratelimit/detail/sliding_window_log.hpp>
 #include <ratelimit/sliding_window_log.hpp>
+#include <ratelimit/tsc_clock.hpp>
 
 #include "support/catch.hpp"
 
@@ -28,6 +29,12 @@ std::string message_of(auto&& construct) {
         return e.what();
     }
     return "no exception";
+}
+
+std::int64_t take_singles(log_limiter& log) {
+    std::int64_t granted = 0;
+    while (granted < 1000 && log.try_acquire(1)) ++granted;
+    return granted;
 }
 
 }  // namespace
@@ -352,4 +359,90 @@ TEST_CASE("the log math: decide, expiry and the restored entry", "[sliding_windo
     STATIC_REQUIRE(count(12) == 1);
     STATIC_REQUIRE(count(13) == 3);
     STATIC_REQUIRE(count(18) == 4);
+}
+
+// Overflow, max() deadlines and clocks that jump (issue 12).
+
+TEST_CASE("a limit near INT64_MAX throws, naming the limit", "[sliding_window_log][overflow]") {
+    const std::string message = message_of([] { log_limiter log(INT64_MAX, 1s, manual_clock{}); });
+    CHECK(message.find("limit must be <= 67108864") != std::string::npos);
+    CHECK(message.find("got 9223372036854775807") != std::string::npos);
+}
+
+TEST_CASE("n = INT64_MAX never blocks and takes nothing", "[sliding_window_log][overflow]") {
+    manual_clock clock;
+    log_limiter log(3, 1s, clock);
+    CHECK_FALSE(log.try_acquire(INT64_MAX));
+    CHECK_FALSE(log.try_acquire_for(INT64_MAX, manual_clock::duration::max()));
+    CHECK_FALSE(log.try_acquire_until(INT64_MAX, manual_clock::time_point::max()));
+    CHECK_THROWS_AS(log.acquire(INT64_MAX), ratelimit::capacity_exceeded);
+    CHECK_THROWS_AS(log.reserve(INT64_MAX), ratelimit::capacity_exceeded);
+    CHECK(log.time_until_available(INT64_MAX) == manual_clock::duration::max());
+    CHECK(log.available() == 3);
+    CHECK(clock.now() == manual_clock::time_point{});
+}
+
+TEST_CASE("a clock stuck at its last time grants the limit, then nothing", "[sliding_window_log][overflow]") {
+    // A permit at INT64_MAX ns would leave the window at INT64_MAX + 1 s: never.
+    manual_clock clock;
+    log_limiter log(3, 1s, clock);
+    clock.set(manual_clock::time_point::max());
+    CHECK(take_singles(log) == 3);
+    CHECK(log.available() == 0);
+    CHECK_FALSE(log.try_acquire_until(1, manual_clock::time_point::max()));
+    CHECK(log.time_until_available(1) == manual_clock::duration::max());
+    CHECK_THROWS_AS(log.reserve(1), std::overflow_error);
+}
+
+TEST_CASE("a window of nanoseconds::max() grants the limit once in the clock's range", "[sliding_window_log][overflow]") {
+    // Permits at 1 s leave at 1 s + INT64_MAX ns: past time_point::max().
+    manual_clock clock{manual_clock::time_point{1s}};
+    log_limiter log(5, manual_clock::duration::max(), clock);
+    CHECK(log.try_acquire(5));
+    CHECK_FALSE(log.try_acquire_for(1, manual_clock::duration::max()));
+    clock.set(manual_clock::time_point::max());
+    CHECK(take_singles(log) == 0);
+    CHECK(log.available() == 0);
+}
+
+TEST_CASE("max() deadlines wait exactly for the oldest permit to leave on manual_clock", "[sliding_window_log]") {
+    manual_clock clock;
+    log_limiter log(2, 1s, clock);
+    REQUIRE(log.try_acquire(2));  // at 0: they leave at 1 s
+    CHECK(log.try_acquire_until(1, manual_clock::time_point::max()));
+    CHECK(clock.now() == manual_clock::time_point{1s});
+    CHECK(log.try_acquire_for(1, manual_clock::duration::max()));  // the other left at 1 s too
+    CHECK(clock.now() == manual_clock::time_point{1s});
+    CHECK_FALSE(log.try_acquire_for(3, manual_clock::duration::max()));  // 3 > 2: at once
+    CHECK(clock.now() == manual_clock::time_point{1s});
+}
+
+TEST_CASE("max() deadlines return on tsc_clock", "[sliding_window_log][tsc_clock]") {
+    // A 1 ms window: the one real wait below is at most 1 ms.
+    ratelimit::sliding_window_log<ratelimit::tsc_clock> log(1, std::chrono::milliseconds{1});
+    CHECK(log.try_acquire_for(1, ratelimit::tsc_clock::duration::max()));
+    CHECK(log.try_acquire_until(1, ratelimit::tsc_clock::time_point::max()));
+    CHECK_FALSE(log.try_acquire_for(2, ratelimit::tsc_clock::duration::max()));
+    CHECK_FALSE(log.try_acquire_until(2, ratelimit::tsc_clock::time_point::max()));
+}
+
+TEST_CASE("a clock that jumps 2^57 ns ahead and back: every call returns and no window exceeds the limit",
+          "[sliding_window_log]") {
+    constexpr manual_clock::duration jump{std::int64_t{1} << 57};
+    manual_clock clock;
+    log_limiter log(5, 1s, clock);
+    CHECK(log.try_acquire(2));
+    clock.advance(jump);
+    CHECK(take_singles(log) == 5);
+    clock.set(manual_clock::time_point{500ms});  // corrected back: nothing before the newest grant
+    CHECK_FALSE(log.try_acquire(1));
+    CHECK_FALSE(log.try_acquire_for(1, 1h));
+    CHECK(log.available() == 0);
+    CHECK(log.time_until_available(1) == jump + 1s - 500ms);  // when the oldest of the 5 leaves
+    clock.set(manual_clock::time_point{jump + 1s});
+    CHECK(take_singles(log) == 5);
+    clock.set(manual_clock::time_point::max());
+    CHECK(take_singles(log) == 5);
+    clock.set(manual_clock::time_point{});
+    CHECK(take_singles(log) == 0);
 }

@@ -397,3 +397,19 @@ TEST_CASE("no decision overflows or over-admits at the end of the time range", "
         }
     }
 }
+
+TEST_CASE("a window or time after params::end is out of range", "[window][overflow]") {
+    // end = 2500: window 3 (limit 3, W = 1000) would start at 3000.
+    constexpr window::params p{3, 1000, std::numeric_limits<std::int64_t>::max(), 2500};
+    CHECK(window::last_window(p) == 2);
+    CHECK(verdict_name(fixed::decide(p, {2, 3}, 2400, 1, vectors::never_deadline).outcome) == "out_of_range");
+    CHECK(verdict_name(fixed::decide(p, {2, 2}, 2400, 1, vectors::never_deadline).outcome) == "granted");
+    // limit 10 full in window 0: one more fits at 1000 + 100 (10·(1000 − e) <= 9·1000);
+    // an end at 1099 leaves no such time, one at 1100 does.
+    constexpr window::params q{10, 1000, std::numeric_limits<std::int64_t>::max(), 1099};
+    const sliding::decision late = sliding::decide(q, {0, 10, 0}, 999, 1, vectors::never_deadline);
+    CHECK(verdict_name(late.outcome) == "out_of_range");
+    CHECK(late.next == sliding::state{0, 10, 0});
+    constexpr window::params r{10, 1000, std::numeric_limits<std::int64_t>::max(), 1100};
+    CHECK(sliding::decide(r, {0, 10, 0}, 999, 1, vectors::never_deadline).ready_at == 1100);
+}

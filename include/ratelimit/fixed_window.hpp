@@ -44,9 +44,11 @@ namespace ratelimit {
 /// length in nanoseconds (more than 10^9 permits per second, which the word
 /// could not count for the clock's whole range) throw std::invalid_argument.
 /// Overflow: any limit up to INT64_MAX is exact (`count + n <= limit` is
-/// tested as `n <= limit − count`), and a window that would start past
-/// INT64_MAX ns after the origin is never granted: a clock stuck at the end
-/// of its range grants one window's limit and then nothing.
+/// tested as `n <= limit − count`), and a window that would start after the
+/// clock's last time (INT64_MAX ns since its epoch) is never granted: `try_*`
+/// return false at once even with a deadline of time_point::max(), `acquire`
+/// throws std::overflow_error, and a clock stuck at the end of its range
+/// grants one window's limit and then nothing.
 /// A clock that stands still stays in one window; one that goes back never
 /// reopens a window already counted: it grants nothing until it reaches the
 /// window last granted in again (a time before construction counts as
@@ -66,6 +68,7 @@ public:
           count_bits_(std::bit_width(static_cast<std::uint64_t>(limit))),
           origin_ns_(detail::ns_since_epoch(clock_.now())) {
         params_.max_window = static_cast<std::int64_t>((std::uint64_t{1} << (64 - count_bits_)) - 1U);
+        params_.end = detail::window::since(origin_ns_, detail::window::int64_max);  // the clock's last time
     }
     fixed_window(const fixed_window&) = delete;
     fixed_window& operator=(const fixed_window&) = delete;

@@ -55,8 +55,9 @@ namespace ratelimit {
 /// capacity_exceeded; std::overflow_error if callers already wait further
 /// ahead than the word's index range, 512+ windows). limit <= 0, limit > max_limit and window <= 0 throw
 /// std::invalid_argument. Overflow: the weighted count saturates, and a grant
-/// whose time would pass INT64_MAX ns after the origin is never made (even a
-/// window of nanoseconds::max(), or a clock stuck at the end of its range). A clock that stands still stays at one estimate; one
+/// whose time would pass the clock's last time (INT64_MAX ns since its epoch)
+/// is never made, as with fixed_window (a window of nanoseconds::max(), a
+/// deadline of time_point::max(), a clock stuck at the end of its range). A clock that stands still stays at one estimate; one
 /// that goes back never reopens a window already counted: it may grant nothing
 /// until it catches up with the latest window the state holds (a time before
 /// construction counts as construction time).
@@ -77,7 +78,9 @@ public:
           window_(window),
           count_bits_(std::bit_width(static_cast<std::uint64_t>(limit))),
           index_bits_(62 - 2 * count_bits_),
-          origin_ns_(detail::ns_since_epoch(clock_.now())) {}
+          origin_ns_(detail::ns_since_epoch(clock_.now())) {
+        params_.end = detail::window::since(origin_ns_, detail::window::int64_max);  // the clock's last time
+    }
     sliding_window_counter(const sliding_window_counter&) = delete;
     sliding_window_counter& operator=(const sliding_window_counter&) = delete;
     ~sliding_window_counter() = default;

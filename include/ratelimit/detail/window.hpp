@@ -28,9 +28,10 @@
 // "count + n <= limit" is tested as "n <= limit − count", the weighted count
 // saturates, and a grant whose window index or usable time would pass the
 // last representable one (window index · W or start + offset above
-// INT64_MAX, or an index above params::max_window) is out_of_range, never
-// granted at a saturated time. A `now` that saturated at INT64_MAX therefore
-// grants at most the last window's worth and then nothing.
+// params::end, at most INT64_MAX: the last time the caller's clock can show;
+// or an index above params::max_window) is out_of_range, never granted at a
+// saturated time. A `now` stuck at the end therefore grants at most the last
+// window's worth and then nothing.
 
 #include <algorithm>
 #include <cstdint>
@@ -50,6 +51,7 @@ struct params {
     std::int64_t limit = 1;               ///< permits per window, >= 1
     nanoseconds window = 1;               ///< window length W, >= 1
     std::int64_t max_window = int64_max;  ///< the largest window index the state can hold
+    nanoseconds end = int64_max;          ///< the last time the caller's clock can show, >= 0
 };
 
 /// The window `t` falls in (t < 0 counts as 0).
@@ -57,10 +59,10 @@ struct params {
     return t <= 0 ? 0 : t / window;
 }
 
-/// The last window whose start is representable and which the state can hold:
-/// min(p.max_window, floor(INT64_MAX / W)). Windows after it are out_of_range.
+/// The last window that starts by p.end and which the state can hold:
+/// min(p.max_window, floor(p.end / W)). Windows after it are out_of_range.
 [[nodiscard]] constexpr std::int64_t last_window(const params& p) noexcept {
-    return std::min(p.max_window, int64_max / p.window);
+    return std::min(p.max_window, p.end / p.window);
 }
 
 /// When window `index` starts, saturating at INT64_MAX.
@@ -132,7 +134,7 @@ struct decision {
     const bool fits = n <= p.limit - count;  // count + n <= limit, without overflow
     if (first > last_window(p) - (fits ? 0 : 1)) return {verdict::out_of_range, s, now};
     const state next = fits ? state{first, count + n} : state{first + 1, n};
-    const nanoseconds ready_at = std::max(now, next.window * p.window);  // <= INT64_MAX: next.window <= last_window
+    const nanoseconds ready_at = std::max(now, next.window * p.window);  // <= p.end: next.window <= last_window
     if (ready_at > std::max(deadline, now)) return {verdict::too_late, s, ready_at};
     return {verdict::granted, next, ready_at};
 }
@@ -245,8 +247,8 @@ struct position {
     }
     if (w > last_window(p) - ahead) return {verdict::out_of_range, s, now};
     next.window = w + ahead;
-    const nanoseconds start = next.window * p.window;  // <= INT64_MAX: next.window <= last_window
-    if (offset > int64_max - start) return {verdict::out_of_range, s, now};
+    const nanoseconds start = next.window * p.window;  // <= p.end: next.window <= last_window
+    if (offset > p.end - start) return {verdict::out_of_range, s, now};
     const nanoseconds ready_at = std::max(now, start + offset);
     if (ready_at > std::max(deadline, now)) return {verdict::too_late, s, ready_at};
     return {verdict::granted, next, ready_at};

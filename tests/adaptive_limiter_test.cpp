@@ -193,9 +193,10 @@ namespace {
 
 /// manual_clock whose first sleep_until is held: the sleeper says it is
 /// asleep (and until when), then waits for the test to release it before the
-/// time jumps to its target as manual_clock's does. Later sleeps pass
-/// through. Copies share the time and the hold, as the limiter's copies must.
-/// No timing window: the test acts only once the sleeper is known to sleep.
+/// time jumps to its target as manual_clock's does. Later sleeps pass through
+/// unless the release asks to hold the next one too. Copies share the time
+/// and the hold, as the limiter's copies must. No timing window: the test
+/// acts only once the sleeper is known to sleep.
 class held_clock {
 public:
     using rep = manual_clock::rep;
@@ -209,29 +210,33 @@ public:
     void sleep_until(time_point t) {
         {
             std::unique_lock lock(hold_->mutex);
-            if (!hold_->used) {
-                hold_->used = true;
+            if (hold_->armed) {
+                hold_->armed = false;
+                hold_->asleep = true;
                 hold_->target = t;
                 hold_->changed.notify_all();
-                hold_->changed.wait(lock, [this] { return hold_->released; });
+                hold_->changed.wait(lock, [this] { return !hold_->asleep; });
             }
         }
         time_.sleep_until(t);
     }
 
     /// Waits until a caller is held asleep (true, with its wake-up time in
-    /// `target`) or `done()` says the caller returned without sleeping (false).
+    /// `target`) or `done()` says the caller returned instead (false).
     bool wait_for_sleeper(time_point& target) {
         std::unique_lock lock(hold_->mutex);
-        hold_->changed.wait(lock, [this] { return hold_->used || hold_->done; });
+        hold_->changed.wait(lock, [this] { return hold_->asleep || hold_->done; });
         target = hold_->target;
-        return hold_->used;
+        return hold_->asleep;
     }
-    void release() {
+    /// Lets the held sleeper go on; `hold_next` holds its next sleep as well.
+    void release(bool hold_next = false) {
         std::lock_guard lock(hold_->mutex);
-        hold_->released = true;
+        hold_->asleep = false;
+        hold_->armed = hold_next;
         hold_->changed.notify_all();
     }
+    /// Called by the caller's thread when its call has returned.
     void done() {
         std::lock_guard lock(hold_->mutex);
         hold_->done = true;
@@ -242,7 +247,7 @@ private:
     struct hold {
         std::mutex mutex;
         std::condition_variable changed;
-        bool used = false, released = false, done = false;
+        bool armed = true, asleep = false, done = false;
         time_point target{};
     };
     manual_clock time_;
@@ -292,6 +297,31 @@ TEST_CASE("a caller asleep in acquire when a throttle arrives waits out the paus
     caller.join();
     CHECK(waited == 1050ms);
     CHECK(clock.now() == start + 1050ms);
+}
+
+TEST_CASE("a throttle that comes while a caller sleeps out a pause extends its wait", "[adaptive][pause]") {
+    held_clock clock;
+    adaptive_limiter<held_clock> limiter(config_5_per_second(), clock);
+    const auto start = clock.now();
+    REQUIRE(limiter.try_acquire());  // next permit at 200 ms
+    std::chrono::nanoseconds waited{-1};
+    std::thread caller([&] {
+        waited = limiter.acquire();
+        clock.done();
+    });
+    held_clock::time_point wakes{};
+    CHECK(clock.wait_for_sleeper(wakes));  // asleep until its permit at 200 ms
+    clock.advance(50ms);
+    limiter.on_throttle(1s);  // paused until 1050 ms
+    clock.release(true);
+    CHECK(clock.wait_for_sleeper(wakes));  // woke at 200 ms, asleep again until the pause's end
+    CHECK(wakes == start + 1050ms);
+    clock.advance(300ms);
+    limiter.on_throttle(2s);  // at 500 ms: paused until 2500 ms
+    clock.release();
+    caller.join();
+    CHECK(waited == 2500ms);
+    CHECK(clock.now() == start + 2500ms);
 }
 
 TEST_CASE("a caller asleep in try_acquire_for when a throttle arrives waits out the pause within its deadline",

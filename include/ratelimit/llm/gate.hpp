@@ -211,7 +211,8 @@ public:
     std::optional<ticket> try_acquire_until(request_cost cost, time_point t) {
         check(cost);
         std::optional<slot_type> slot;
-        if (slots_) {
+        if (slots_) slot = slots_->try_lease(1);
+        if (slots_ && !slot) {
             {
                 std::lock_guard lock(mutex_);
                 if (never_fits(cost)) return std::nullopt;  // before waiting for a slot (admit checks again)

@@ -341,6 +341,47 @@ TEST_CASE("the Lua log decide and available agree with the C++ on 5000 seeded ra
     CHECK(mismatches == 0);
 }
 
+TEST_CASE("the Lua window and log math match every overflow row at its own top, 2^53") {
+    // The rows of window_vectors.hpp's at_top, run at the doubles' top (where the
+    // C++ runs them at INT64_MAX); max_window is the top too.
+    using lua_top = at_top<lua_exact>;
+    for (const fixed_decide_vector& v : lua_top::fixed_decide) {
+        INFO(v.name);
+        const auto got = run_one(lua::window_math, fixed_decide_call,
+                                 {v.limit, v.window_ns, lua_exact, v.window, v.count, v.now, v.n, v.deadline});
+        REQUIRE(got.size() == 4);
+        CHECK(got[0] == static_cast<long long>(v.outcome));
+        CHECK(got[1] == v.next_window);
+        CHECK(got[2] == v.next_count);
+        CHECK(got[3] == v.ready_at);
+    }
+    for (const sliding_decide_vector& v : lua_top::sliding_decide) {
+        INFO(v.name);
+        const auto got = run_one(lua::window_math, sliding_decide_call,
+                                 {v.limit, v.window_ns, lua_exact, v.window, v.current, v.previous, v.now, v.n, v.deadline});
+        REQUIRE(got.size() == 5);
+        CHECK(got[0] == static_cast<long long>(v.outcome));
+        CHECK(got[1] == v.next_window);
+        CHECK(got[2] == v.next_current);
+        CHECK(got[3] == v.next_previous);
+        CHECK(got[4] == v.ready_at);
+    }
+    for (const sliding_available_vector& v : lua_top::sliding_available) {
+        INFO(v.name);
+        const auto got = run_one(lua::window_math, "sliding_available(a[1], a[2], a[3], a[4], a[5], a[6])",
+                                 {v.limit, v.window_ns, v.window, v.current, v.previous, v.now});
+        CHECK(got.at(0) == v.expected);
+    }
+    for (const log_decide_vector& v : lua_top::log_decide) {
+        INFO(v.name);
+        const auto got = run_one(lua::window_log_math, "decide(a[1], a[2], a[3], a[4], a[5], a[6], a[7])",
+                                 {v.limit, v.window_ns, v.nth_oldest, v.newest, v.now, v.n, v.deadline});
+        REQUIRE(got.size() == 2);
+        CHECK(got[0] == static_cast<long long>(v.outcome));
+        CHECK(got[1] == v.start);
+    }
+}
+
 TEST_CASE("the window scripts' SHA-1s are the names Redis gives them") {
     for (const ratelimit::redis::script* s :
          {&lua::fixed_window_script(), &lua::sliding_window_counter_script(), &lua::sliding_window_log_script()}) {

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -544,4 +545,65 @@ TEST_CASE("sliding window log: no window of the recorded grant times holds more 
     const double total_ms = std::chrono::duration<double, std::milli>(grants.back() - grants.front()).count();
     CHECK(total_ms > 2400);
     CHECK(total_ms < 6000);
+}
+
+// --- overflow (issue 12) --------------------------------------------------------
+
+TEMPLATE_TEST_CASE("n = INT64_MAX never blocks and takes nothing", "", fixed, counter, log_limiter) {
+    TestType l(server_connection(), unique_key("n-max"), 3, 10s);
+    CHECK_FALSE(l.try_acquire(INT64_MAX));
+    CHECK_FALSE(l.try_acquire_for(INT64_MAX, steady_clock::duration::max()));
+    CHECK_FALSE(l.try_acquire_until(INT64_MAX, steady_clock::time_point::max()));
+    CHECK_THROWS_AS(l.acquire(INT64_MAX), ratelimit::capacity_exceeded);
+    CHECK(l.time_until_available(INT64_MAX) == steady_clock::duration::max());
+    CHECK(l.available() == std::optional<std::int64_t>(3));
+}
+
+TEMPLATE_TEST_CASE("a limit of INT64_MAX throws, naming the limit", "", fixed, counter, log_limiter) {
+    try {
+        TestType l(server_connection(), "k", INT64_MAX, 1s);
+        FAIL("no exception");
+    } catch (const std::invalid_argument& e) {
+        CHECK_THAT(std::string(e.what()), Catch::Contains("limit") && Catch::Contains("9223372036854775807"));
+    }
+}
+
+TEMPLATE_TEST_CASE("a window of nanoseconds::max() throws, naming the window", "", fixed, counter, log_limiter) {
+    // 2^63 − 1 ns is 9.2·10^15 µs, above the scripts' 2^50 µs.
+    try {
+        TestType l(server_connection(), "k", 5, std::chrono::nanoseconds::max());
+        FAIL("no exception");
+    } catch (const std::invalid_argument& e) {
+        CHECK_THAT(std::string(e.what()), Catch::Contains("window must be <= 2^50 us") &&
+                                              Catch::Contains("9223372036854776us"));
+    }
+}
+
+TEST_CASE("fixed window: the largest limit with the longest window counts exactly") {
+    // limit 2^52 − 1 in a window of 2^50 µs: count + n stays exact in the script's doubles.
+    fixed l(server_connection(), unique_key("fixed-top"), fixed::max_limit,
+            std::chrono::microseconds{std::int64_t{1} << 50});
+    CHECK(l.try_acquire(fixed::max_limit - 1));
+    CHECK(l.try_acquire(1));
+    CHECK_FALSE(l.try_acquire(1));
+    CHECK(l.available() == std::optional<std::int64_t>(0));
+}
+
+TEST_CASE("sliding window counter: a state at the end of the script's range answers at once, never a wrapped delay") {
+    // 1251000 per hour counts in ms. A state in window 2^52 / 3.6e6 − 2 (ms ticks; as
+    // if callers had queued a hundred thousand years ahead) would put the next
+    // window's start at ~2^52 ms, a delay of ~4.5e21 ns that no integer reply
+    // holds. The script refuses it as out of range: try_acquire returns false at
+    // once instead of retrying a wrapped delay.
+    const std::string key = unique_key("counter-top");
+    counter l(server_connection(), key, 1'251'000, 1h);
+    REQUIRE(l.tick_microseconds() == 1000);
+    const std::int64_t window_ms = 3'600'000;
+    const std::int64_t far = (std::int64_t{1} << 52) / window_ms - 2;
+    const redis::reply r = server_connection().command(
+        {"HSET", "ratelimit:{" + key + "}:swc", "w", std::to_string(far), "c", "1251000", "p", "1251000"});
+    REQUIRE(r.ok());
+    CHECK_FALSE(l.try_acquire(1));
+    CHECK_FALSE(l.try_acquire_for(1, 1s));
+    CHECK(l.time_until_available(1) == std::optional<steady_clock::duration>(steady_clock::duration::max()));
 }

@@ -24,22 +24,22 @@ namespace detail::lua {
 
 /// detail/sliding_window_log.hpp's decision in Lua, function for function
 /// (the log's search is the sorted set's). Times are µs; a never-used slot
-/// is -2^53, saturation at 2^53.
+/// is -2^53; a permit whose time + window passes 2^53 never leaves (the C++
+/// has INT64_MAX there).
 inline const std::string window_log_math = std::string(prelude) + R"lua(
 local EXACT = 9007199254740992
 local UNUSED = -EXACT
 
-local function expiry(granted_at, window)
-  if granted_at == UNUSED then return UNUSED end
-  if granted_at > EXACT - window then return EXACT end
-  return granted_at + window
-end
-
 -- returns verdict, start
 local function decide(limit, window, nth_oldest, newest, now, n, deadline)
   if n > limit then return NEVER, now end
-  local start = math.max(now, expiry(nth_oldest, window), newest)
-  if start == EXACT and start > now then return OUT_OF_RANGE, start end
+  -- when the n-th oldest leaves the window; past EXACT it never does
+  local leaves = now
+  if nth_oldest ~= UNUSED then
+    if nth_oldest > EXACT - window then return OUT_OF_RANGE, now end
+    leaves = nth_oldest + window
+  end
+  local start = math.max(now, leaves, newest)
   if start > math.max(deadline, now) then return TOO_LATE, start end
   return GRANTED, start
 end

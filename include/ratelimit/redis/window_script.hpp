@@ -56,7 +56,12 @@ namespace lua {
 /// detail/window.hpp in Lua, function for function. Times are ticks since
 /// the Unix epoch; numbers are doubles kept below 2^53 (the scripts keep
 /// them below 2^52), so integer arithmetic is exact; divisions are floored
-/// and then corrected to be exact. Saturation is at 2^53 instead of INT64_MAX.
+/// and then corrected to be exact. Saturation is at 2^53 instead of INT64_MAX:
+/// the overflow rules of detail/window.hpp hold with EXACT = 2^53 in place of
+/// INT64_MAX (n <= limit − count, a saturating weighted count, and a window
+/// or time past EXACT is out_of_range). The limiters reject what the doubles
+/// cannot count exactly (limit or limit · window at 2^52 and above, naming
+/// the argument), so the script never sees such a number.
 inline const std::string window_math = std::string(prelude) + R"lua(
 local EXACT = 9007199254740992
 
@@ -74,6 +79,11 @@ end
 local function add_saturating(a, b)
   if a > EXACT - b then return EXACT end
   return a + b
+end
+
+-- the last window whose start is below EXACT and which the state can hold
+local function last_window(max_window, window)
+  return math.min(max_window, floor_div(EXACT, window))
 end
 
 local function mul_div_floor(a, b, c)
@@ -94,10 +104,13 @@ local function fixed_decide(limit, window, max_window, w, c, now, n, deadline)
   local first = math.max(w, index_of(now, window))
   local count = 0
   if w == first then count = c end
+  local fits = n <= limit - count
+  local ahead = 1
+  if fits then ahead = 0 end
+  if first > last_window(max_window, window) - ahead then return OUT_OF_RANGE, w, c, now end
   local next_w, next_c = first, count + n
-  if count + n > limit then next_w, next_c = first + 1, n end
-  if next_w > max_window then return OUT_OF_RANGE, w, c, now end
-  local ready_at = math.max(now, start_of(next_w, window))
+  if not fits then next_w, next_c = first + 1, n end
+  local ready_at = math.max(now, next_w * window)
   if ready_at > math.max(deadline, now) then return TOO_LATE, w, c, ready_at end
   return GRANTED, next_w, next_c, ready_at
 end
@@ -134,7 +147,7 @@ local function locate(window, w, c, p, now)
 end
 
 local function weighted_count(window, c, p, offset)
-  return c + mul_div_ceil(p, window - offset, window)
+  return add_saturating(c, mul_div_ceil(p, window - offset, window))
 end
 
 local function earliest_offset(window, previous, room)
@@ -147,7 +160,7 @@ local function sliding_decide(limit, window, max_window, w, c, p, now, n, deadli
   if n == 0 then return GRANTED, w, c, p, now end
   if n > limit then return NEVER, w, c, p, now end
   local aw, ac, ap, _, offset_now = locate(window, w, c, p, now)
-  local next_w, next_c, next_p, offset = aw, ac + n, ap, 0
+  local ahead, next_c, next_p, offset = 0, ac + n, ap, 0
   local room = limit - ac - n
   local here = window
   if room >= 0 then here = math.max(offset_now, earliest_offset(window, ap, room)) end
@@ -156,13 +169,16 @@ local function sliding_decide(limit, window, max_window, w, c, p, now, n, deadli
   else
     local there = earliest_offset(window, ac, limit - n)
     if there < window then
-      next_w, next_c, next_p, offset = aw + 1, n, ac, there
+      ahead, next_c, next_p, offset = 1, n, ac, there
     else
-      next_w, next_c, next_p = aw + 2, n, 0
+      ahead, next_c, next_p = 2, n, 0
     end
   end
-  if next_w > max_window then return OUT_OF_RANGE, w, c, p, now end
-  local ready_at = math.max(now, add_saturating(start_of(next_w, window), offset))
+  if aw > last_window(max_window, window) - ahead then return OUT_OF_RANGE, w, c, p, now end
+  local next_w = aw + ahead
+  local start = next_w * window
+  if offset > EXACT - start then return OUT_OF_RANGE, w, c, p, now end
+  local ready_at = math.max(now, start + offset)
   if ready_at > math.max(deadline, now) then return TOO_LATE, w, c, p, ready_at end
   return GRANTED, next_w, next_c, next_p, ready_at
 end
@@ -190,7 +206,8 @@ local n, wait_ns = tonumber(ARGV[5]), tonumber(ARGV[6])
 local clock = redis.call('TIME')
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local now = floor_div(now_us, tick_us)
-local max_window = floor_div(STATE_MAX, window)
+-- windows start below 2^52 µs, so delay_ns stays below 2^62 ns whatever the tick
+local max_window = floor_div(floor_div(STATE_MAX, tick_us), window)
 -- numbers above 1e14 lose digits in Lua's default number-to-string
 local function text(x) return string.format('%.0f', x) end
 -- the deadline in ticks: the last tick that starts by now + wait

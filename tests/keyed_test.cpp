@@ -5,6 +5,7 @@
 // ThreadSanitizer's runtime defines operator new itself (whole-archive), so
 // under TSan nothing is replaced and the allocation tests only say so.
 
+#include <ratelimit/concurrency_limiter.hpp>
 #include <ratelimit/keyed.hpp>
 #include <ratelimit/token_bucket.hpp>
 
@@ -154,10 +155,21 @@ using ratelimit::keyed_options;
 using ratelimit::manual_clock;
 using ratelimit::rate;
 using bucket = ratelimit::token_bucket<manual_clock>;
+using semaphore = ratelimit::concurrency_limiter<manual_clock>;
 
 /// Buckets of 5 permits refilled one every 100 ms, all on `clock`.
 auto five_per_500ms(const manual_clock& clock) {
     return [clock] { return bucket(rate::per_second(10), 5, clock); };
+}
+
+/// Semaphores of one permit each: a key is busy while its permit is held.
+auto one_at_a_time(const manual_clock& clock) {
+    return [clock] { return semaphore(1, clock); };
+}
+
+/// Gives back n permits of key's semaphore, as a caller of try_acquire(key) does.
+void release(keyed<semaphore>& limits, std::string_view key, std::int64_t n = 1) {
+    limits.with(key, [n](semaphore& s) { s.release(n); });
 }
 
 /// One shard, so LRU order and sweeps are exact.
@@ -428,17 +440,45 @@ TEST_CASE("sweep_per_insert = 0 leaves keys at rest to sweep()") {
     CHECK_FALSE(limits.contains("a"));
 }
 
-TEST_CASE("max_keys is split across shards and bounds size()") {
+TEST_CASE("max_keys bounds the total over all shards: a full table holds exactly max_keys keys") {
     manual_clock clock;
     keyed<bucket> limits(five_per_500ms(clock), keyed_options{.max_keys = 10, .shards = 4});
-    for (int i = 0; i < 1000; ++i) REQUIRE(limits.try_acquire("key" + std::to_string(i), 5));
-    CHECK(limits.size() <= 10);
-    CHECK(limits.size() >= 4);  // every shard holds its share once filled
+    for (std::size_t i = 0; i < 1000; ++i) {
+        REQUIRE(limits.try_acquire("key" + std::to_string(i), 5));
+        REQUIRE(limits.size() == std::min<std::size_t>(i + 1, 10));
+    }
     CHECK(limits.max_keys() == 10);
 
     keyed<bucket> tiny(five_per_500ms(clock), keyed_options{.max_keys = 2, .shards = 16});
     for (int i = 0; i < 100; ++i) REQUIRE(tiny.try_acquire("key" + std::to_string(i), 5));
-    CHECK(tiny.size() <= 2);
+    CHECK(tiny.size() == 2);
+}
+
+TEST_CASE("cyclic access over exactly max_keys keys keeps every key's state, whatever the shards") {
+    manual_clock clock;  // stands still: nothing refills, so a kept key stays drained
+    constexpr std::size_t keys = 64;
+    keyed<bucket> limits(five_per_500ms(clock), keyed_options{.max_keys = keys, .shards = 16});
+    for (std::size_t k = 0; k < keys; ++k) REQUIRE(limits.try_acquire("key" + std::to_string(k), 5));
+    REQUIRE(limits.size() == keys);
+    // 64 keys into 16 shards never land 4 to a shard; the bound is on the total.
+    int granted_again = 0;
+    for (int round = 0; round < 10; ++round) {
+        for (std::size_t k = 0; k < keys; ++k) granted_again += limits.try_acquire("key" + std::to_string(k)) ? 1 : 0;
+    }
+    CHECK(granted_again == 0);  // 10 rounds x 64 keys, each drained: not one fresh bucket
+    CHECK(limits.size() == keys);
+    for (std::size_t k = 0; k < keys; ++k) CHECK(limits.contains("key" + std::to_string(k)));
+}
+
+TEST_CASE("while fewer than max_keys keys are held, a new key evicts nothing") {
+    manual_clock clock;
+    keyed<bucket> limits(five_per_500ms(clock), keyed_options{.max_keys = 100, .shards = 16});
+    for (int k = 0; k < 99; ++k) REQUIRE(limits.try_acquire("key" + std::to_string(k), 5));
+    REQUIRE(limits.try_acquire("the hundredth", 5));
+    CHECK(limits.size() == 100);
+    for (int k = 0; k < 99; ++k) CHECK_FALSE(limits.try_acquire("key" + std::to_string(k)));  // all kept, drained
+    REQUIRE(limits.try_acquire("one more", 5));  // 101 keys: now one goes
+    CHECK(limits.size() == 100);
 }
 
 TEST_CASE("bad options throw invalid_argument naming the option and its value") {
@@ -470,6 +510,99 @@ TEST_CASE("a factory that throws leaves the table unchanged") {
     CHECK(limits.contains("a"));  // not evicted for an insertion that failed
     CHECK_FALSE(limits.try_acquire("a"));
     CHECK(limits.size() == 1);
+}
+
+// ---------------------------------------------------------------------------
+// Keys that are not idle (permits held out or owed) are never evicted.
+
+TEST_CASE("a key whose concurrency permit is held survives any number of new keys") {
+    manual_clock clock;
+    // No at-rest sweep: released keys stay until max_keys evicts them.
+    keyed<semaphore> limits(one_at_a_time(clock), keyed_options{.max_keys = 4, .shards = 4, .sweep_per_insert = 0});
+    REQUIRE(limits.try_acquire("holder"));  // holder's 1 of 1 is out
+    for (int i = 0; i < 100; ++i) {
+        const std::string key = "other-" + std::to_string(i);
+        REQUIRE(limits.try_acquire(key));  // the table is full from the fourth key on: each evicts an idle one
+        release(limits, key);
+    }
+    CHECK(limits.size() == 4);
+    CHECK(limits.contains("holder"));
+    CHECK_FALSE(limits.try_acquire("holder"));  // no second holder: 1 of 1 is still out
+    CHECK_NOTHROW(release(limits, "holder"));   // the permit goes back to the limiter that gave it
+    CHECK(limits.try_acquire("holder"));
+}
+
+TEST_CASE("when every key holds permits, a new key is refused: try_* false at once, acquire and with throw") {
+    manual_clock clock;
+    keyed<semaphore> limits(one_at_a_time(clock), keyed_options{.max_keys = 2});
+    REQUIRE(limits.try_acquire("a"));
+    REQUIRE(limits.try_acquire("b"));
+    const auto start = clock.now();
+
+    CHECK_THROWS_AS(limits.acquire("c"), ratelimit::keyed_full);
+    CHECK_THROWS_AS(limits.with("c", [](semaphore& s) { return s.in_use(); }), ratelimit::keyed_full);
+    CHECK_FALSE(limits.try_acquire("c"));
+    CHECK_FALSE(limits.try_acquire_for("c", 1, 1s));
+    CHECK_FALSE(limits.try_acquire_until("c", 1, start + 1s));
+    CHECK(clock.now() == start);  // refused at once: no wait for room
+    CHECK_FALSE(limits.contains("c"));
+    CHECK(limits.size() == 2);
+    CHECK_FALSE(limits.try_acquire("a"));  // keys already held are served as before
+    CHECK(limits.with("b", [](semaphore& s) { return s.in_use(); }) == 1);
+
+    release(limits, "a");  // a is idle now: the next new key may evict it
+    CHECK(limits.try_acquire("c"));
+    CHECK_FALSE(limits.contains("a"));
+    CHECK(limits.contains("b"));
+    CHECK(limits.size() == 2);
+}
+
+TEST_CASE("keyed_full says what is full") {
+    manual_clock clock;
+    keyed<semaphore> limits(one_at_a_time(clock), keyed_options{.max_keys = 1});
+    REQUIRE(limits.try_acquire("a"));
+    try {
+        (void)limits.acquire("b");
+        FAIL("a new key was accepted with the only key busy");
+    } catch (const ratelimit::keyed_full& e) {
+        CHECK(std::string(e.what()) ==
+              "ratelimit::keyed: no room for a new key: all max_keys = 1 keys are in use or not idle "
+              "(permits held out or owed)");
+    }
+}
+
+TEST_CASE("a token bucket in debt to a reservation is not evicted until the refill covers the debt") {
+    manual_clock clock;
+    keyed<bucket> limits(five_per_500ms(clock), one_shard(1));
+    // 5 now and 5 reserved ahead: available() = -5 until 500 ms from now (one permit per 100 ms).
+    const auto ready = limits.with("a", [](bucket& b) {
+        REQUIRE(b.try_acquire(5));
+        return b.reserve(5).ready_at();
+    });
+    REQUIRE(ready == clock.now() + 500ms);
+    CHECK_FALSE(limits.try_acquire("b"));  // the only key owes 5: no room
+    CHECK(limits.contains("a"));
+
+    clock.advance(499ms);  // still owes 1 (available() = -1)
+    CHECK_FALSE(limits.try_acquire("b"));
+    clock.advance(1ms);  // debt covered: available() = 0, idle but not at rest
+    CHECK(limits.try_acquire("b"));
+    CHECK_FALSE(limits.contains("a"));  // evicted: the lossy case, nothing owed to anyone
+}
+
+TEST_CASE("an idle key is evicted before the older keys that are busy") {
+    manual_clock clock;
+    keyed<semaphore> limits(one_at_a_time(clock), keyed_options{.max_keys = 3, .shards = 1, .sweep_per_insert = 0});
+    REQUIRE(limits.try_acquire("busy-1"));
+    REQUIRE(limits.try_acquire("busy-2"));
+    REQUIRE(limits.try_acquire("idle"));
+    release(limits, "idle");  // least recently used order: busy-1, busy-2, idle
+    REQUIRE(limits.try_acquire("new"));
+    CHECK_FALSE(limits.contains("idle"));
+    CHECK(limits.contains("busy-1"));
+    CHECK(limits.contains("busy-2"));
+    CHECK_FALSE(limits.try_acquire("busy-1"));
+    CHECK_FALSE(limits.try_acquire("busy-2"));
 }
 
 // ---------------------------------------------------------------------------
@@ -533,6 +666,70 @@ TEST_CASE("is_at_rest follows the limiter's members") {
     CHECK_FALSE(ratelimit::is_at_rest(b));
     clock.advance(1ms);
     CHECK(ratelimit::is_at_rest(b));
+}
+
+namespace {
+
+struct with_idle_member {
+    bool idle = false;
+    [[nodiscard]] bool is_idle() const { return idle; }
+    [[nodiscard]] std::int64_t in_use() const { return 0; }  // ignored: the member wins
+};
+struct with_available {
+    std::int64_t left = 0;
+    [[nodiscard]] std::int64_t available() const { return left; }
+};
+struct with_two_buckets {
+    std::int64_t requests = 0;
+    std::int64_t tokens = 0;
+    [[nodiscard]] std::int64_t available_requests() const { return requests; }
+    [[nodiscard]] std::int64_t available_tokens() const { return tokens; }
+};
+
+}  // namespace
+
+TEST_CASE("is_idle follows the limiter's members: nothing held out, nothing owed") {
+    with_idle_member m{.idle = true};
+    CHECK(ratelimit::is_idle(m));
+    m.idle = false;
+    CHECK_FALSE(ratelimit::is_idle(m));
+
+    with_in_use u{.used = 0};
+    CHECK(ratelimit::is_idle(u));
+    u.used = 1;
+    CHECK_FALSE(ratelimit::is_idle(u));
+
+    with_available a{.left = 0};
+    CHECK(ratelimit::is_idle(a));  // drained is idle: nothing is owed
+    a.left = -1;
+    CHECK_FALSE(ratelimit::is_idle(a));
+
+    with_two_buckets d{.requests = 0, .tokens = 0};
+    CHECK(ratelimit::is_idle(d));
+    d.tokens = -1;
+    CHECK_FALSE(ratelimit::is_idle(d));
+
+    opaque o;
+    CHECK(ratelimit::is_idle(o));  // nothing owed can be seen
+}
+
+TEST_CASE("is_idle: a concurrency_limiter with permits out and a token bucket in debt are busy") {
+    manual_clock clock;
+    semaphore s(2, clock);
+    CHECK(ratelimit::is_idle(s));
+    REQUIRE(s.try_acquire(1));
+    CHECK_FALSE(ratelimit::is_idle(s));  // in_use() = 1, though available() = 1 >= 0
+    s.release(1);
+    CHECK(ratelimit::is_idle(s));
+
+    bucket b(rate::per_second(10), 5, clock);
+    REQUIRE(b.try_acquire(5));
+    CHECK(ratelimit::is_idle(b));  // drained, owes nothing
+    const auto r = b.reserve(1);   // ready 100 ms from now
+    CHECK_FALSE(ratelimit::is_idle(b));
+    clock.advance(100ms);
+    CHECK(r.ready_at() == clock.now());
+    CHECK(ratelimit::is_idle(b));
 }
 
 // ---------------------------------------------------------------------------

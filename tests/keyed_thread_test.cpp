@@ -1,13 +1,17 @@
 // keyed under real threads: exact per-key counts, eviction racing with use,
-// pinned entries kept, no lock held while sleeping. Bounded loops; run under TSan.
+// pinned entries kept, held permits kept, the key bound global, no lock held
+// while sleeping. Bounded loops; run under TSan.
 
+#include <ratelimit/concurrency_limiter.hpp>
 #include <ratelimit/keyed.hpp>
 #include <ratelimit/token_bucket.hpp>
 
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -92,6 +96,17 @@ private:
     std::atomic<int> users_{0};
 };
 
+std::atomic<int> live_semaphores{0};
+
+/// A concurrency_limiter of one permit that counts how many of its kind exist.
+class counted_semaphore : public ratelimit::concurrency_limiter<manual_clock> {
+public:
+    explicit counted_semaphore(manual_clock c) : concurrency_limiter(1, std::move(c)) { live_semaphores.fetch_add(1); }
+    counted_semaphore(const counted_semaphore&) = delete;
+    counted_semaphore& operator=(const counted_semaphore&) = delete;
+    ~counted_semaphore() { live_semaphores.fetch_sub(1); }
+};
+
 }  // namespace
 
 TEST_CASE("with the clock standing still, each key grants exactly its capacity across 8 threads") {
@@ -124,6 +139,8 @@ TEST_CASE("eviction racing with use never destroys an entry in use (real clock)"
                               keyed_options{.max_keys = max_keys, .shards = 2, .sweep_per_insert = 2});
         std::atomic<std::int64_t> grants{0};
         std::atomic<int> overfull{0};  // Catch2 v2 assertions are not thread-safe: count instead
+        std::atomic<int> oversize{0};
+        std::atomic<int> refused{0};
         run_threads([&](int t) {
             std::uint32_t x = 2654435761U * static_cast<std::uint32_t>(t + 1);
             for (int i = 0; i < 4000; ++i) {
@@ -139,15 +156,24 @@ TEST_CASE("eviction racing with use never destroys an entry in use (real clock)"
                         if (limits.try_acquire_for(key, 1, 50us)) grants.fetch_add(1);
                         break;
                     case 4:
-                        (void)limits.acquire(key, 2);  // at most 20 us of sleep
-                        grants.fetch_add(2);
+                        // A new key may find every other entry in use at the moment it looks: refused.
+                        try {
+                            (void)limits.acquire(key, 2);  // at most 20 us of sleep
+                            grants.fetch_add(2);
+                        } catch (const ratelimit::keyed_full&) {
+                            refused.fetch_add(1);
+                        }
                         break;
                     case 5:
                         limits.refund(key, 1);
                         break;
                     case 6: {
-                        const std::int64_t left = limits.with(key, [](limiter& l) { return l.available(); });
-                        if (left > 3) overfull.fetch_add(1);
+                        try {
+                            const std::int64_t left = limits.with(key, [](limiter& l) { return l.available(); });
+                            if (left > 3) overfull.fetch_add(1);
+                        } catch (const ratelimit::keyed_full&) {
+                            refused.fetch_add(1);
+                        }
                         break;
                     }
                     default:
@@ -155,12 +181,14 @@ TEST_CASE("eviction racing with use never destroys an entry in use (real clock)"
                         (void)limits.contains(key);
                         break;
                 }
+                if (limits.size() > max_keys) oversize.fetch_add(1);
             }
         });
         CHECK(grants.load() > 0);
         CHECK(overfull.load() == 0);
-        // Calls in progress may push a shard over its share, by at most their number.
-        CHECK(limits.size() <= max_keys + thread_count);
+        CHECK(oversize.load() == 0);  // the bound holds at every instant, calls in progress or not
+        CHECK(limits.size() <= max_keys);
+        WARN(refused.load() << " blocking calls refused for want of room");
     }
     CHECK(probe_violations.load() == 0);
 }
@@ -205,7 +233,79 @@ TEST_CASE("an entry in use is neither evicted nor dropped, even when least recen
     CHECK(still_drained);
     CHECK(still_present);
     CHECK(same_object);
-    CHECK(limits.size() <= 4 + 1);
+    CHECK(limits.size() == 4);
+}
+
+TEST_CASE("8 threads over 3 times max_keys keys: the total stays within max_keys and no held permit is lost") {
+    live_semaphores.store(0);
+    manual_clock clock;  // concurrency limiters read no time on these calls
+    constexpr std::size_t max_keys = 16;
+    constexpr int keys = 48;
+    constexpr std::size_t holds_per_thread = 2;  // 8 threads x (2 long + 1 short) = 24 busy > 16: the table fills
+    std::array<std::atomic<int>, keys> holders{};
+    std::atomic<int> double_grants{0};  // a second holder of a one-permit key: its held permit was lost
+    std::atomic<int> lost_permits{0};   // a holder found its key's limiter without its permit
+    std::atomic<int> oversize{0};
+    std::atomic<int> too_many_limiters{0};
+    std::atomic<std::int64_t> grants{0};
+    std::atomic<std::int64_t> refusals{0};
+    {
+        keyed<counted_semaphore> limits([clock] { return counted_semaphore(clock); },
+                                        keyed_options{.max_keys = max_keys, .shards = 4, .sweep_per_insert = 1});
+        const auto name = [](int key) { return "key-" + std::to_string(key); };
+        // Gives back a permit this thread holds, checking it is still there.
+        const auto give_back = [&](int key) {
+            holders[key].fetch_sub(1);  // before the release, so the next holder never sees two
+            try {
+                limits.with(name(key), [&](counted_semaphore& s) {
+                    if (s.in_use() != 1) lost_permits.fetch_add(1);
+                    s.release(1);
+                });
+            } catch (const std::logic_error&) {  // released more than is in use: a fresh limiter
+                lost_permits.fetch_add(1);
+            } catch (const ratelimit::keyed_full&) {  // the held key was gone and no room to remake it
+                lost_permits.fetch_add(1);
+            }
+        };
+        run_threads([&](int t) {
+            std::vector<int> held;  // long holds, oldest first
+            std::uint32_t x = 2654435761U * static_cast<std::uint32_t>(t + 1);
+            const auto take = [&](int key) {
+                if (!limits.try_acquire(name(key))) {
+                    refusals.fetch_add(1);  // held by another thread, or no room for a new key
+                    return false;
+                }
+                grants.fetch_add(1);
+                if (holders[key].fetch_add(1) != 0) double_grants.fetch_add(1);
+                return true;
+            };
+            for (int i = 0; i < 3000; ++i) {
+                x = x * 1664525U + 1013904223U;
+                const int key = static_cast<int>((x >> 8) % keys);
+                if (held.size() < holds_per_thread) {
+                    if (take(key)) held.push_back(key);
+                } else if (((x >> 28) & 15U) == 0) {
+                    give_back(held.front());  // a long hold ends after about 16 steps
+                    held.erase(held.begin());
+                } else if (take(key)) {
+                    give_back(key);  // a short hold: mostly new keys pressing on the table
+                }
+                if (limits.size() > max_keys) oversize.fetch_add(1);
+                // Each thread may have one limiter made and not yet linked (or refused).
+                if (live_semaphores.load() > static_cast<int>(max_keys) + thread_count) too_many_limiters.fetch_add(1);
+            }
+            for (const int key : held) give_back(key);
+        });
+        CHECK(grants.load() > 0);
+        CHECK(double_grants.load() == 0);
+        CHECK(lost_permits.load() == 0);
+        CHECK(oversize.load() == 0);
+        CHECK(too_many_limiters.load() == 0);
+        CHECK(limits.size() <= max_keys);
+        CHECK(live_semaphores.load() == static_cast<int>(limits.size()));  // every limiter made is in the table
+        WARN(grants.load() << " grants, " << refusals.load() << " refusals");
+    }
+    CHECK(live_semaphores.load() == 0);
 }
 
 TEST_CASE("an entry at rest but in use is not dropped by sweep") {

@@ -241,7 +241,7 @@ TEST_CASE("8 threads over 3 times max_keys keys: the total stays within max_keys
     manual_clock clock;  // concurrency limiters read no time on these calls
     constexpr std::size_t max_keys = 16;
     constexpr int keys = 48;
-    constexpr std::size_t holds_per_thread = 2;  // 8 threads x (2 long + 1 short) = 24 busy > 16: the table fills
+    constexpr std::size_t holds_per_thread = 3;  // 8 threads x 3 long holds = 24 busy > 16: the table fills
     std::array<std::atomic<int>, keys> holders{};
     std::atomic<int> double_grants{0};  // a second holder of a one-permit key: its held permit was lost
     std::atomic<int> lost_permits{0};   // a holder found its key's limiter without its permit
@@ -267,7 +267,11 @@ TEST_CASE("8 threads over 3 times max_keys keys: the total stays within max_keys
                 lost_permits.fetch_add(1);
             }
         };
+        std::atomic<int> arrived{0};
         run_threads([&](int t) {
+            // All start together, so their holds overlap.
+            arrived.fetch_add(1);
+            while (arrived.load() < thread_count) std::this_thread::yield();
             std::vector<int> held;  // long holds, oldest first
             std::uint32_t x = 2654435761U * static_cast<std::uint32_t>(t + 1);
             const auto take = [&](int key) {
@@ -279,7 +283,7 @@ TEST_CASE("8 threads over 3 times max_keys keys: the total stays within max_keys
                 if (holders[key].fetch_add(1) != 0) double_grants.fetch_add(1);
                 return true;
             };
-            for (int i = 0; i < 3000; ++i) {
+            for (int i = 0; i < 20000; ++i) {  // long enough to span several time slices on a small machine
                 x = x * 1664525U + 1013904223U;
                 const int key = static_cast<int>((x >> 8) % keys);
                 if (held.size() < holds_per_thread) {

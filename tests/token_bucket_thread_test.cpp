@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <set>
 #include <thread>
 #include <vector>
@@ -219,4 +220,68 @@ TEST_CASE("threads acquiring while another advances a manual clock stay within c
     CHECK(granted.load() <= capacity + 500);
     CHECK(granted.load() + b.available() <= capacity + 500);
     CHECK(granted.load() >= capacity);
+}
+
+TEST_CASE("concurrent set_rate while the clock moves never grants more than capacity + fastest rate·T in any window",
+          "[thread]") {
+    // Capacity 10, the rate toggled between 10/s and 1000/s by one thread, a
+    // manual clock moved 10 ms at a time by another, four threads taking one
+    // permit at a time (five tries per step). A grant whose clock reads before and after agree
+    // happened at that instant; the window check counts only those (a subset,
+    // so it never blames the bucket wrongly): in any [a, b] at most
+    // 10 + 1000/s · (b − a). Run under TSan for the races; the stale-time
+    // conversion this guards against is forced deterministically in
+    // token_bucket_test ("set_rate converts the state at a time read after it").
+    constexpr std::int64_t capacity = 10;
+    constexpr long double fastest_per_ns = 1000e-9L;
+    manual_clock clock;
+    ratelimit::token_bucket<manual_clock> b(rate::per_second(1), capacity, clock);
+    std::atomic<bool> stop{false};
+    std::atomic<std::int64_t> attempts{0};
+    std::atomic<int> workers_done{0};
+    std::vector<std::vector<std::int64_t>> exact(thread_count);
+    run_threads(6, [&](int index) {
+        if (index == 0) {
+            for (int i = 0; i < 100'000 && !stop.load(); ++i) b.set_rate(rate::per_second(i % 2 == 0 ? 1000 : 10));
+        } else if (index == 1) {
+            // 2,000 steps of 10 ms, each once the workers made 20 more
+            // attempts (or after 10,000 yields: a bounded wait, never a hang).
+            for (int i = 0; i < 2000 && workers_done.load() < 4; ++i) {
+                const std::int64_t seen = attempts.load();
+                for (int spin = 0; spin < 10'000 && attempts.load() < seen + 20; ++spin) std::this_thread::yield();
+                clock.advance(10ms);
+            }
+            stop.store(true);
+        } else {
+            // Five attempts per clock step, then wait for the next step.
+            for (int step = 0; step < 4000 && !stop.load(); ++step) {
+                const auto step_time = clock.now();
+                for (int k = 0; k < 5; ++k) {
+                    const auto before = clock.now();
+                    if (b.try_acquire(1) && clock.now() == before) {
+                        exact[static_cast<std::size_t>(index)].push_back(before.time_since_epoch().count());
+                    }
+                    attempts.fetch_add(1);
+                }
+                while (clock.now() == step_time && !stop.load()) std::this_thread::yield();
+            }
+            workers_done.fetch_add(1);
+        }
+    });
+    std::vector<std::int64_t> grants;
+    for (const auto& v : exact) grants.insert(grants.end(), v.begin(), v.end());
+    std::sort(grants.begin(), grants.end());
+    INFO("clock at " << clock.now().time_since_epoch().count() << " ns, attempts " << attempts.load());
+    REQUIRE(grants.size() > static_cast<std::size_t>(10 * capacity));
+    // For each window end j, the worst start i minimises i − rate·t_i.
+    long double best_start = std::numeric_limits<long double>::infinity();
+    long double worst = -std::numeric_limits<long double>::infinity();
+    for (std::size_t j = 0; j < grants.size(); ++j) {
+        if (j == 0 || grants[j] != grants[j - 1]) {
+            best_start = std::min(best_start, static_cast<long double>(j) - fastest_per_ns * static_cast<long double>(grants[j]));
+        }
+        const long double count_to_j = static_cast<long double>(j + 1) - fastest_per_ns * static_cast<long double>(grants[j]);
+        worst = std::max(worst, count_to_j - best_start - capacity);
+    }
+    CHECK(worst <= 1e-9L);
 }

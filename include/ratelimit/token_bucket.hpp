@@ -35,16 +35,27 @@ namespace ratelimit {
 /// Blocking callers are served first come, first served: `acquire` reserves
 /// and then sleeps, so there is no retry loop and no thundering herd.
 ///
+/// Across `set_rate` and `set_capacity` (which keep the permit count): in any
+/// interval, the permits usable in it less those refunded in it are at most
+/// the largest capacity in force over it plus the integral of the rate over
+/// it. A permit reserved before a change keeps the ready_at it was given, so
+/// while it is outstanding the rate and capacity it was reserved at count
+/// too; after a change the bucket refills from the last reserved slot, never
+/// before it. `cancel()` of a reservation made before the latest change gives
+/// nothing back (the change converted the state with its debt inside).
+///
 /// Lock-free: the state is one 64-bit atomic word (the GCRA theoretical
 /// arrival time, see detail/gcra.hpp); a grant is one compare-and-swap, a
 /// refusal two loads and no write. No allocation, no lock held while sleeping.
-/// `set_rate` and `set_capacity` take a writers-only spin lock, as does, once
-/// every 4.5 years of uptime, moving the tick origin forward.
+/// `set_rate` and `set_capacity` take a writers-only lock (a waiting writer
+/// blocks), as does, once every 4.5 years of clock time, moving the tick
+/// origin forward.
 ///
 /// Edge cases: n == 0 succeeds at once; n < 0 throws std::invalid_argument;
 /// n > capacity() never blocks (`try_*` return false, `acquire` and `reserve`
-/// throw capacity_exceeded). A clock that stands still refills nothing; one
-/// that jumps back before construction counts as construction time. Rates
+/// throw capacity_exceeded). A clock that stands still refills nothing; a
+/// time earlier than one already seen counts as that later time (so a clock
+/// that jumps ahead and back refills nothing until it catches up). Rates
 /// faster than 1.6·10^10 per second are clamped to that; very slow rates
 /// (down to one permit in 10^20 years) and large capacities use coarser
 /// ticks. A capacity above 2^59 throws std::invalid_argument.

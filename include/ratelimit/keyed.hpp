@@ -81,6 +81,8 @@ template <rest_detectable L>
 ///    >= 0 (dual_bucket);
 /// 5. otherwise idle: nothing owed can be seen (leaky_bucket today).
 /// At rest (rest_detectable) implies idle for every limiter of this library.
+/// Cost: the member it calls (one atomic load; for token_bucket also a clock
+/// read); keyed calls it only when the table is full, on entries it might evict.
 template <class L>
 [[nodiscard]] bool is_idle(L& l) {
     if constexpr (requires { { l.is_idle() } -> std::convertible_to<bool>; }) {
@@ -156,11 +158,11 @@ concept limiter_factory =
 ///   one lossy case, a conscious bound on memory (a drained bucket can get
 ///   one extra burst). Entries the search passes that are not idle move to
 ///   the most recently used end, so they are not walked again soon.
-/// - never otherwise: when no entry is both idle and not in use, the new key
-///   is refused. try_acquire, try_acquire_for and try_acquire_until return
-///   false at once (no sleep), `acquire` and `with` throw keyed_full; keys
-///   already held are served as before, and a key is accepted again as soon
-///   as one entry is idle (a release, a refill past the debt) or at rest.
+/// When max_keys keys are held and none is both idle and not in use, a new
+/// key is refused: try_acquire, try_acquire_for and try_acquire_until return
+/// false at once (no sleep), `acquire` and `with` throw keyed_full. Keys
+/// already held are served as before, and new keys are accepted again as
+/// soon as one entry is idle (a release, a refill that covers the debt).
 ///
 /// Guarantee: size() <= max_keys at every instant, over all shards together.
 /// While fewer than max_keys keys are held nothing is evicted: a working set
@@ -187,9 +189,10 @@ concept limiter_factory =
 /// each), and one compare-and-swap on the key count; when the table is full,
 /// the search for an idle entry (one idle check per entry passed; other
 /// shards are locked one at a time, after the caller's shard lock is let go,
-/// so no two shard locks are ever held together). A key called less often than its limiter
-/// takes to refill is usually at rest and dropped between calls, so it pays
-/// that insertion on each call: memory is traded for time, never for accuracy.
+/// so no two shard locks are ever held together). A key called less often
+/// than its limiter takes to refill is usually at rest and dropped between
+/// calls, so it pays that insertion on each call: memory is traded for time,
+/// never for accuracy.
 /// Memory per key: the node (the limiter, the key, three pointers and two
 /// 32-bit words; 176 bytes for token_bucket<> and a std::string key) plus 8 to
 /// 16 bytes of hash buckets; the keys' own heap bytes beyond 15 characters.

@@ -185,3 +185,16 @@ TEST_CASE("rescaling back and forth between equal configurations is exact", "[gc
         CHECK(there - 7 == std::max<ticks>(tat, 100) - 100);
     }
 }
+
+TEST_CASE("a rate changed back and forth keeps reservations' ready time instead of inflating the debt", "[gcra]") {
+    // Debt 50 of 30 at 10 ticks per permit: the last reservation is usable at
+    // +20. Forty round trips between 10 and 1000 ticks per permit leave it there.
+    const gcra::params fast{10, 3};
+    const gcra::params slow{1000, 3};
+    ticks tat = 150;
+    for (int i = 0; i < 40; ++i) {
+        tat = gcra::rescale(fast, tat, 100, slow, 100, 0);
+        tat = gcra::rescale(slow, tat, 100, fast, 100, 0);
+    }
+    CHECK(tat == 150);
+}

@@ -608,14 +608,19 @@ TEST_CASE("set_rate keeps the permit count and refills at the new rate", "[token
     CHECK(b.available() == 4);
 }
 
-TEST_CASE("set_rate keeps a debt in permits", "[token_bucket]") {
+TEST_CASE("set_rate keeps a debt's reserved slots: the bucket refills at the new rate after the last", "[token_bucket]") {
+    // Emptied at 10/s and 2 reserved: usable at 200 ms. At 1/s those permits
+    // still go at 200 ms; the bucket is empty then and holds 1 at 1.2 s
+    // (x/time/rate would keep -2 permits at the new rate, 3 s; at a faster
+    // rate that would let new permits go before the reserved ones).
     manual_clock clock;
     bucket b(rate::per_second(10), 2, clock);
     REQUIRE(b.try_acquire(2));
-    auto r = b.reserve(2);  // -2
+    auto r = b.reserve(2);
+    CHECK(r.ready_at() == time_point{200ms});
     b.set_rate(rate::per_second(1));
-    CHECK(b.available() == -2);
-    CHECK(b.time_until_available(1) == 3s);
+    CHECK(b.available() == -1);  // 0.2 s of debt at 1/s: -0.2, floored
+    CHECK(b.time_until_available(1) == 1200ms);
 }
 
 TEST_CASE("set_capacity keeps the count, capped at the new capacity", "[token_bucket]") {

@@ -35,14 +35,17 @@ namespace ratelimit {
 /// Blocking callers are served first come, first served: `acquire` reserves
 /// and then sleeps, so there is no retry loop and no thundering herd.
 ///
-/// Across `set_rate` and `set_capacity` (which keep the permit count): in any
-/// interval, the permits usable in it less those refunded in it are at most
-/// the largest capacity in force over it plus the integral of the rate over
-/// it. A permit reserved before a change keeps the ready_at it was given, so
-/// while it is outstanding the rate and capacity it was reserved at count
-/// too; after a change the bucket refills from the last reserved slot, never
-/// before it. `cancel()` of a reservation made before the latest change gives
-/// nothing back (the change converted the state with its debt inside).
+/// `set_rate` and `set_capacity` keep the permit count (x/time/rate's rule),
+/// capped at the capacity; a count below zero is reservations running ahead
+/// of the refill, and those keep their ready times instead: the bucket is
+/// empty when the last becomes usable and refills at the new rate from there.
+///
+/// Across those changes: in any interval, the permits usable in it less those
+/// refunded in it are at most the largest capacity in force over it plus the
+/// integral of the rate over it, where a permit reserved before a change
+/// counts with the rate and capacity it was reserved at while outstanding.
+/// `cancel()` of a reservation made before the latest change gives nothing
+/// back (the change converted the state with its debt inside).
 ///
 /// Lock-free: the state is one 64-bit atomic word (the GCRA theoretical
 /// arrival time, see detail/gcra.hpp); a grant is one compare-and-swap, a
@@ -147,7 +150,7 @@ public:
         return rate_;
     }
 
-    /// Changes the refill rate at once, keeping the current permit count.
+    /// Changes the refill rate at once, keeping the current permit count (or the reserved slots of a debt).
     void set_rate(rate r) { reconfigure(r, std::nullopt); }
 
     /// Changes the capacity at once (> 0), keeping the current permit count capped at it.

@@ -167,8 +167,9 @@ inline constexpr rescale_vector rescale_vectors[] = {
     {"a smaller capacity caps the count", 10, 5, 110, 100, 10, 2, 0, 0, 0},
     // 1 permit, capacity 5: debt 50 - 10 = 40.
     {"a larger capacity keeps the count", 10, 3, 120, 100, 10, 5, 0, 0, 40},
-    // -1 permit (debt 40 of 30) at 20 ticks per permit: debt 60 + 20 = 80.
-    {"debt is kept in permits", 10, 3, 140, 100, 20, 3, 0, 0, 80},
+    // Debt 40 of 30: a reservation usable 10 ticks from now, then empty and
+    // refilling at 20 ticks per permit: 10 + 60 = 70.
+    {"debt beyond empty keeps its time, then the new tolerance", 10, 3, 140, 100, 20, 3, 0, 0, 70},
     // 0.5 permits at 3 ticks per permit: debt ceil(9 - 1.5) = 8, i.e. 1/3 permit (fewer).
     {"fractions round toward fewer permits", 10, 3, 125, 100, 3, 3, 0, 0, 8},
     {"a debt beyond the range saturates at max_tat", 10, 3, max_tat, 0, ticks{1} << 20, 3, 0, 0, max_tat},
@@ -178,8 +179,10 @@ inline constexpr rescale_vector rescale_vectors[] = {
     {"reservations ahead keep their ready time when the rate grows", 10, 3, 150, 100, 5, 3, 0, 0, 35},
     // The same in ticks half the size: 20 ticks ahead are 40, plus the new tolerance 15.
     {"reservations ahead keep their ready time across a finer tick", 10, 3, 150, 100, 5, 3, 0, 1, 55},
-    // Slower rate: keeping -2 permits (debt 60 + 40 = 100) is later than the time rule (20 + 60).
-    {"a slower rate keeps reserved debt in permits, the later state", 10, 3, 150, 100, 20, 3, 0, 0, 100},
+    // Slower rate: the same +20, then the new tolerance 60.
+    {"reservations ahead keep their ready time when the rate falls", 10, 3, 150, 100, 20, 3, 0, 0, 80},
+    // A smaller capacity: +20, then empty with tolerance 10.
+    {"reservations ahead keep their ready time when the capacity shrinks", 10, 3, 150, 100, 10, 1, 0, 0, 30},
 };
 
 /// time_scale{origin_ns, shift}.to_ticks(ns): floor, 0 before the origin, saturating.

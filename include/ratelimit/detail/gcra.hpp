@@ -158,16 +158,16 @@ struct decision {
     return std::max(tat - (own - reserved_after), now);
 }
 
-/// The state under configuration `to` that holds the same number of permits
-/// as `tat` under `from` (capped at to.capacity), rounding toward fewer
-/// permits, and that never lets a permit go before a reservation already
-/// made: debt beyond an empty bucket (reservations running ahead of the
-/// refill, whose ready times are fixed) keeps its length in time, so the
-/// bucket is empty when the last of them becomes usable and refills at the
-/// new rate from there. The larger (later) of the two states is taken.
-/// `now_from` and `now_to` are the same instant in either's ticks; a tick of
-/// `to` is 2^tick_shift ticks of `from` (0: the same size, and then equal
-/// params keep the debt exactly, as when only the origin moves).
+/// The state under configuration `to` equivalent to `tat` under `from`.
+/// A bucket holding permits keeps their number (capped at to.capacity),
+/// rounding toward fewer. A bucket in debt beyond empty (reservations running
+/// ahead of the refill, whose ready times are fixed) keeps that debt's length
+/// in time: the bucket is empty when the last reservation becomes usable and
+/// refills at the new rate from there, so no permit goes before a slot
+/// already promised and a rate changed back and forth never inflates it.
+/// `now_from` and `now_to` are the same instant in either's ticks; `to`
+/// counts 2^tick_shift ticks for each tick of `from` (0: the same size, and
+/// then equal params keep the debt exactly, as when only the origin moves).
 [[nodiscard]] inline ticks rescale(params from, ticks tat, ticks now_from, params to, ticks now_to,
                                    int tick_shift) noexcept {
     const ticks debt_from = std::max(tat, now_from) - now_from;
@@ -175,15 +175,15 @@ struct decision {
     // x/time/rate, and the new room fills at the rate.
     if (debt_from == 0 && to.capacity <= from.capacity) return now_to;
     if (tick_shift == 0 && from == to) return std::min(now_to + debt_from, max_tat);
-    const long double permits =
-        std::min(static_cast<long double>(from.tolerance() - debt_from) / static_cast<long double>(from.interval),
-                 static_cast<long double>(to.capacity));
-    long double debt_to = std::ceil(static_cast<long double>(to.tolerance()) -
-                                    permits * static_cast<long double>(to.interval));
+    long double debt_to = 0;
     if (debt_from > from.tolerance()) {
-        const long double reserved_ahead =
-            std::ceil(std::ldexp(static_cast<long double>(debt_from - from.tolerance()), tick_shift));
-        debt_to = std::max(debt_to, reserved_ahead + static_cast<long double>(to.tolerance()));
+        const long double reserved_ahead = std::ceil(std::ldexp(static_cast<long double>(debt_from - from.tolerance()), tick_shift));
+        debt_to = reserved_ahead + static_cast<long double>(to.tolerance());
+    } else {
+        const long double permits =
+            std::min(static_cast<long double>(from.tolerance() - debt_from) / static_cast<long double>(from.interval),
+                     static_cast<long double>(to.capacity));
+        debt_to = std::ceil(static_cast<long double>(to.tolerance()) - permits * static_cast<long double>(to.interval));
     }
     if (debt_to <= 0) return now_to;
     if (debt_to >= static_cast<long double>(max_tat - now_to)) return max_tat;

@@ -2,8 +2,11 @@
 // moves) and the first come, first served queue, on manual_clock.
 
 #include <ratelimit/concurrency_limiter.hpp>
+#include <ratelimit/tsc_clock.hpp>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <cstdint>
 #include <stdexcept>
@@ -322,4 +325,75 @@ TEST_CASE("a timed waiter on the manual clock takes permits released while it wa
     limiter.release(1);
     CHECK(limiter.try_acquire_for(1, 2s));
     CHECK(clock.now() - start == 2s);  // granted at once: no sleep
+}
+
+namespace {
+
+/// A std::chrono clock other than steady/system whose epoch is its start, so
+/// time_point::max() is far from now (as with tsc_clock): libstdc++'s
+/// condition_variable::wait_until converts such a deadline through
+/// steady_clock and overflows.
+struct fresh_epoch_clock {
+    using rep = std::int64_t;
+    using period = std::nano;
+    using duration = std::chrono::nanoseconds;
+    using time_point = std::chrono::time_point<fresh_epoch_clock>;
+    static constexpr bool is_steady = true;
+    static time_point now() noexcept {
+        static const auto start = std::chrono::steady_clock::now();
+        return time_point{std::chrono::steady_clock::now() - start};
+    }
+};
+
+/// Runs `wait` on a thread and releases one permit once it waits; true when
+/// the waiter took it. A waiter that spins holding the mutex makes release()
+/// block: after 20 s that is reported as a failure (and the process exits,
+/// since the stuck thread cannot be joined).
+template <class Limiter, class Wait>
+bool released_waiter_takes_the_permit(Limiter& limiter, Wait wait) {
+    std::atomic<bool> done{false};
+    std::atomic<bool> granted{false};
+    std::thread waiter([&] {
+        granted = wait();
+        done = true;
+    });
+    std::atomic<bool> released{false};
+    std::thread watchdog([&] {
+        const auto give_up = std::chrono::steady_clock::now() + 20s;
+        while (!done.load()) {
+            if (std::chrono::steady_clock::now() > give_up) {
+                std::fprintf(stderr, "a waiter to time_point::max() never returned (released: %d)\n",
+                             static_cast<int>(released.load()));
+                std::_Exit(1);
+            }
+            std::this_thread::sleep_for(1ms);
+        }
+    });
+    const bool queued = eventually([&] { return limiter.waiting() == 1; });
+    limiter.release(1);
+    released = true;
+    waiter.join();
+    watchdog.join();
+    return queued && granted.load();
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("a wait to time_point::max() on any clock is a plain wait that a release ends",
+                   "[concurrency_limiter]", fresh_epoch_clock, ratelimit::tsc_clock, std::chrono::steady_clock) {
+    ratelimit::concurrency_limiter<TestType> limiter(1);
+    REQUIRE(limiter.try_acquire(1));
+    CHECK(released_waiter_takes_the_permit(limiter, [&] { return limiter.try_acquire_until(1, TestType::time_point::max()); }));
+    CHECK(limiter.in_use() == 1);
+    CHECK(released_waiter_takes_the_permit(limiter, [&] { return limiter.try_acquire_for(1, TestType::duration::max()); }));
+    CHECK(limiter.in_use() == 1);
+}
+
+TEST_CASE("a wait to time_point::max() on a manual clock waits for a release instead of ending time",
+          "[concurrency_limiter]") {
+    manual_clock clock;
+    limiter_type limiter(1, clock);
+    REQUIRE(limiter.try_acquire(1));
+    CHECK(released_waiter_takes_the_permit(limiter, [&] { return limiter.try_acquire_until(1, manual_clock::time_point::max()); }));
+    CHECK(clock.now() == manual_clock::time_point{});
 }

@@ -103,6 +103,7 @@ public:
         if (n == 0) return true;
         if (n > max_) return false;
         if (try_acquire(n)) return true;
+        if (t == time_point::max()) return wait_in_line(n, std::nullopt);  // no deadline, on every clock
         if (t <= clock_.now()) return false;
         return wait_in_line(n, t);
     }

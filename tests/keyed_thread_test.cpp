@@ -107,6 +107,46 @@ public:
     ~counted_semaphore() { live_semaphores.fetch_sub(1); }
 };
 
+/// A point where one thread stops until the test lets it go on.
+struct trap {
+    std::atomic<bool> reached{false};
+    std::atomic<bool> released{false};
+    void stop_here() {
+        reached.store(true, std::memory_order_release);
+        (void)wait_for_flag(released);
+    }
+};
+
+/// A concurrency_limiter of one permit whose is_idle() (asked by keyed only
+/// when it looks for an entry to evict) stops at `t`, when given one.
+class trapped_semaphore : public ratelimit::concurrency_limiter<manual_clock> {
+public:
+    trapped_semaphore(manual_clock c, trap* t) : concurrency_limiter(1, std::move(c)), trap_(t) {}
+    trapped_semaphore(const trapped_semaphore&) = delete;
+    trapped_semaphore& operator=(const trapped_semaphore&) = delete;
+    ~trapped_semaphore() = default;
+    [[nodiscard]] bool is_idle() const {
+        if (trap_ != nullptr) trap_->stop_here();
+        return in_use() == 0;
+    }
+
+private:
+    trap* trap_;
+};
+
+/// Whether keys p and q fall in the same one of 2 shards, seen from outside:
+/// an insertion's at-rest sweep examines only its own shard.
+bool same_of_two_shards(const std::string& p, const std::string& q) {
+    manual_clock clock;
+    using semaphore = ratelimit::concurrency_limiter<manual_clock>;
+    keyed<semaphore> limits([clock] { return semaphore(1, clock); },
+                            keyed_options{.max_keys = 10, .shards = 2, .sweep_per_insert = 1});
+    (void)limits.try_acquire(p);
+    limits.with(p, [](semaphore& s) { s.release(1); });  // p at rest, the newest of its shard
+    (void)limits.try_acquire(q);                           // sweeps one entry of q's shard
+    return !limits.contains(p);
+}
+
 }  // namespace
 
 TEST_CASE("with the clock standing still, each key grants exactly its capacity across 8 threads") {
@@ -359,4 +399,61 @@ TEST_CASE("acquire sleeps without holding its shard's lock") {
     CHECK(granted == 50);  // each fast key's single permit
     CHECK(done_before_sleeper);
     CHECK(slept.load());
+}
+
+TEST_CASE("a key inserted by another thread while a new key's search has left its shard is used, and the room is given back") {
+    // Forced interleaving: thread A inserts `key` into a shard whose only entry
+    // is busy, lets that shard go and stops inside the other shard's is_idle();
+    // meanwhile this thread frees the busy entry and inserts `key` itself.
+    const std::string held = "k0";
+    std::string key;   // in held's shard
+    std::string gate;  // in the other shard
+    for (int i = 1; i < 64 && (key.empty() || gate.empty()); ++i) {
+        const std::string candidate = "k" + std::to_string(i);
+        std::string& slot = same_of_two_shards(held, candidate) ? key : gate;
+        if (slot.empty()) slot = candidate;
+    }
+    REQUIRE_FALSE(key.empty());
+    REQUIRE_FALSE(gate.empty());
+
+    manual_clock clock;
+    trap stop;
+    keyed<trapped_semaphore> limits(
+        [clock, &stop, gate](const std::string& k) { return trapped_semaphore(clock, k == gate ? &stop : nullptr); },
+        keyed_options{.max_keys = 2, .shards = 2, .sweep_per_insert = 0});
+    REQUIRE(limits.try_acquire(held));  // busy: 1 of 1 out
+    REQUIRE(limits.try_acquire(gate));
+    limits.with(gate, [](trapped_semaphore& s) { s.release(1); });  // idle; the table is full: 2 of 2
+    REQUIRE(limits.size() == 2);
+
+    std::atomic<bool> a_done{false};
+    bool a_granted = true;
+    std::thread a([&] {
+        a_granted = limits.try_acquire(key);  // its shard holds only `held`, busy: it searches gate's shard
+        a_done.store(true, std::memory_order_release);
+    });
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while (!stop.reached.load(std::memory_order_acquire) && !a_done.load(std::memory_order_acquire) &&
+           std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::yield();
+    }
+    const bool a_stopped_in_search = stop.reached.load(std::memory_order_acquire);
+    bool b_granted = false;
+    if (a_stopped_in_search) {
+        limits.with(held, [](trapped_semaphore& s) { s.release(1); });  // held is idle now
+        b_granted = limits.try_acquire(key);  // evicts held in its own shard and takes key's only permit
+    }
+    stop.released.store(true, std::memory_order_release);
+    a.join();
+
+    CHECK(a_stopped_in_search);
+    CHECK(b_granted);
+    CHECK_FALSE(a_granted);  // A found this thread's entry for key: one limiter, its 1 permit taken
+    CHECK(limits.size() == 1);  // key alone: the room A made by evicting gate went back to the count
+    CHECK(limits.contains(key));
+    CHECK_FALSE(limits.contains(held));
+    CHECK_FALSE(limits.contains(gate));
+    CHECK(limits.with(key, [](trapped_semaphore& s) { return s.in_use(); }) == 1);
+    CHECK(limits.try_acquire("new 1"));  // the table has room for exactly one more key
+    CHECK(limits.size() == 2);
 }

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <limits>
 #include <vector>
 
 #include "support/catch.hpp"
@@ -35,6 +37,11 @@ using ratelimit_test::fixture;
     ratelimit_test::owned_batched
 
 namespace {
+
+/// Limiters whose permits come back with time (all but the concurrency limiter,
+/// whose come back only by release).
+template <class L>
+constexpr bool refills_with_time = !std::is_same_v<L, ratelimit::concurrency_limiter<manual_clock>>;
 
 template <class L>
 std::int64_t grant_singles(L& limiter, std::int64_t most) {
@@ -173,4 +180,68 @@ TEMPLATE_TEST_CASE("threads racing at one instant get exactly the burst", "[conf
     go.store(true);
     for (auto& worker : workers) worker.join();
     CHECK(granted.load() == fixture<TestType>::burst);
+}
+
+TEMPLATE_TEST_CASE("n = INT64_MAX is refused at once on every path, with any deadline, and takes nothing",
+                   "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    constexpr std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    const auto before = clock.now();
+    for (const std::int64_t n : {huge, huge - 1, huge / 2 + 1}) {
+        CHECK_FALSE(limiter->try_acquire(n));
+        CHECK_FALSE(limiter->try_acquire_for(n, TestType::duration::max()));
+        CHECK_FALSE(limiter->try_acquire_until(n, TestType::time_point::max()));
+        CHECK_THROWS_AS(limiter->acquire(n), ratelimit::capacity_exceeded);
+    }
+    CHECK(clock.now() == before);
+    CHECK(grant_singles(*limiter, fixture<TestType>::burst) == fixture<TestType>::burst);  // nothing taken
+}
+
+TEMPLATE_TEST_CASE("deadlines of time_point::max() and duration::max() grant at once when there is room",
+                   "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    manual_clock clock;
+    auto limiter = fixture<TestType>::make(clock);
+    auto other = fixture<TestType>::make(clock);  // a burst may be a single permit
+    const auto before = clock.now();
+    CHECK(limiter->try_acquire_until(1, TestType::time_point::max()));
+    CHECK(other->try_acquire_for(1, TestType::duration::max()));
+    CHECK(clock.now() == before);
+}
+
+TEMPLATE_TEST_CASE("a deadline of time_point::max() waits only until the permits come back", "[conformance]",
+                   RATELIMIT_CONFORMING_TYPES) {
+    if constexpr (refills_with_time<TestType>) {
+        manual_clock clock;
+        auto limiter = fixture<TestType>::make(clock);
+        grant_singles(*limiter, fixture<TestType>::burst);
+        const auto before = clock.now();
+        CHECK(limiter->try_acquire_until(1, TestType::time_point::max()));
+        CHECK(clock.now() - before <= std::chrono::nanoseconds{std::chrono::hours{1}});
+        const auto second = clock.now();
+        grant_singles(*limiter, fixture<TestType>::burst);
+        CHECK(limiter->try_acquire_for(1, TestType::duration::max()));
+        CHECK(clock.now() - second <= std::chrono::nanoseconds{std::chrono::hours{1}});
+    }
+}
+
+TEMPLATE_TEST_CASE("a clock that jumps 2^58 ns ahead and back keeps every call returning and the burst bound",
+                   "[conformance]", RATELIMIT_CONFORMING_TYPES) {
+    // Exhausted at 1 h; the clock jumps 9 years ahead (past the token
+    // buckets' tick range, so they move their origin) and back to 1 h. A time
+    // earlier than one already seen counts as that later time, so the jump
+    // back adds nothing to what the jump ahead allowed: at most one burst.
+    const manual_clock::time_point start{std::chrono::hours{1}};
+    manual_clock clock{start};
+    auto limiter = fixture<TestType>::make(clock);
+    const std::int64_t burst = fixture<TestType>::burst;
+    REQUIRE(grant_singles(*limiter, burst) == burst);
+    clock.set(start + std::chrono::nanoseconds{std::int64_t{1} << 58});
+    const std::int64_t ahead = grant_singles(*limiter, burst);
+    if constexpr (refills_with_time<TestType>) CHECK(ahead >= 1);
+    clock.set(start);
+    const std::int64_t back = grant_singles(*limiter, burst);
+    CHECK(ahead + back <= burst);
+    CHECK_FALSE(limiter->try_acquire_for(1, 1ns));
+    CHECK(limiter->try_acquire(0));
 }

@@ -428,3 +428,19 @@ TEST_CASE("a clock that jumps 2^58 ns ahead and back between two reads does not 
     CHECK_FALSE(b.try_acquire(1));  // back at 1 s, which counts as the far time: paced
     CHECK(clock.reads() < 1000);
 }
+
+TEST_CASE("a leaky bucket is at rest (and idle) only once its schedule has drained", "[leaky_bucket]") {
+    // 10/s: a grant at 0 schedules the next slot at 100 ms; until then a fresh
+    // bucket would act differently (it would grant at once).
+    manual_clock clock;
+    bucket b(rate::per_second(10), 2, clock);
+    CHECK(b.is_at_rest());
+    REQUIRE(b.try_acquire(1));
+    CHECK_FALSE(b.is_at_rest());
+    CHECK_FALSE(b.is_idle());
+    clock.advance(99ms);
+    CHECK_FALSE(b.is_idle());
+    clock.advance(1ms);
+    CHECK(b.is_at_rest());
+    CHECK(b.is_idle());
+}

@@ -176,6 +176,18 @@ public:
     /// The pacing rate.
     [[nodiscard]] rate current_rate() const noexcept { return rate_; }
 
+    /// True when the schedule has drained (nothing scheduled after now): the
+    /// bucket then acts as a fresh one, so keyed may drop it without loss.
+    [[nodiscard]] bool is_at_rest() {
+        return read([](detail::gcra::ticks tat, detail::gcra::ticks now, std::int64_t, const detail::gcra::time_scale&) {
+            return tat <= now;
+        });
+    }
+
+    /// True when no slot is scheduled after now (the same as is_at_rest: a
+    /// pacer's only obligation is its schedule).
+    [[nodiscard]] bool is_idle() { return is_at_rest(); }
+
     /// The clock the bucket reads.
     [[nodiscard]] const Clock& get_clock() const noexcept { return clock_; }
 

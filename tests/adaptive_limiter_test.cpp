@@ -523,3 +523,26 @@ TEST_CASE("a clock that jumps 2^57 ns ahead and back: every call returns and the
     CHECK_FALSE(limiter.try_acquire());  // nothing refilled while the clock was behind
     CHECK(limiter.acquire() == 200ms);   // 5/s after the throttle: one permit 200 ms on
 }
+
+TEST_CASE("an adaptive limiter is idle and at rest only with no pause in force and nothing owed", "[adaptive]") {
+    // keyed drops an entry only when it is at rest and evicts only idle ones:
+    // a paused limiter must be neither, or its key would forget the 429.
+    manual_clock clock;
+    adaptive_config cfg;
+    cfg.initial_rate = rate::per_second(4);
+    cfg.min_rate = rate::per_second(1);
+    cfg.max_rate = rate::per_second(16);
+    cfg.capacity = 4;
+    adaptive_limiter<manual_clock> limiter(cfg, clock);
+    CHECK(limiter.is_at_rest());
+    CHECK(limiter.is_idle());
+    REQUIRE(limiter.try_acquire(1));
+    CHECK_FALSE(limiter.is_at_rest());  // a permit short of full
+    CHECK(limiter.is_idle());
+    limiter.on_throttle(2s);
+    CHECK_FALSE(limiter.is_idle());
+    CHECK_FALSE(limiter.is_at_rest());
+    clock.advance(2s);
+    CHECK(limiter.is_idle());
+    CHECK_FALSE(limiter.is_at_rest());  // recovering, at half the initial rate
+}

@@ -337,3 +337,15 @@ TEST_CASE("n = INT64_MAX and a reset at nanoseconds::max(): no overflow, no wait
     limiter.refund(int64_max);
     CHECK(limiter.remaining() == 5);
 }
+
+TEST_CASE("a header limiter is idle only when no retry-after pause is in force", "[header_limiter]") {
+    ratelimit::manual_clock clock;
+    header_limiter<ratelimit::manual_clock> limiter(clock);
+    CHECK(limiter.is_idle());
+    ratelimit::quota_snapshot s;
+    s.retry_after = 3s;
+    limiter.update(s);
+    CHECK_FALSE(limiter.is_idle());
+    clock.advance(3s);
+    CHECK(limiter.is_idle());
+}

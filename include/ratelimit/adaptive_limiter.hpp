@@ -197,6 +197,17 @@ public:
     /// The most permits one call can take.
     [[nodiscard]] std::int64_t capacity() const noexcept { return config_.capacity; }
 
+    /// True when it acts as a fresh one: back to normal, at the initial rate,
+    /// with a full bucket (keyed may then drop it without loss).
+    [[nodiscard]] bool is_at_rest() {
+        return state() == adaptive_state::normal && current_rate() == config_.initial_rate &&
+               bucket_.available() >= config_.capacity;
+    }
+
+    /// True when it owes nothing and no pause is in force: dropping it (keyed)
+    /// would not forget a 429 pause or a permit granted ahead of the refill.
+    [[nodiscard]] bool is_idle() { return state() != adaptive_state::throttled && bucket_.available() >= 0; }
+
     /// The configuration in force.
     [[nodiscard]] const adaptive_config& config() const noexcept { return config_; }
 

@@ -185,6 +185,10 @@ public:
         return at(pause_until_);
     }
 
+    /// True when no retry-after pause is in force: dropping it (keyed) would
+    /// not forget a pause the server asked for.
+    [[nodiscard]] bool is_idle() { return paused_until() <= clock_.now(); }
+
 private:
     static constexpr const char* name = "ratelimit::header_limiter";
     static constexpr std::int64_t long_ago = std::numeric_limits<std::int64_t>::min();

@@ -1,13 +1,18 @@
 // Seeded random schedules on manual_clock for fixed_window and
 // sliding_window_counter: the guarantees hold on every schedule, and every
 // refusal and every wait was necessary, judged from the grants themselves.
+// At the end, all three windows (the sliding log too) under clocks that jump
+// years ahead, back, and to the end of their range.
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <random>
+#include <limits>
+#include <map>
 #include <ratelimit/fixed_window.hpp>
 #include <ratelimit/sliding_window_counter.hpp>
+#include <ratelimit/sliding_window_log.hpp>
 #include <vector>
 
 #include "support/catch.hpp"
@@ -267,4 +272,118 @@ TEST_CASE("with limit 1 the sliding counter alternates between one permit and no
         if (limiter.try_acquire()) grants.push_back({t, 1});
     }
     for (std::int64_t k = 0; k < 10; ++k) CHECK(granted_in(grants, k * 1000, (k + 1) * 1000) == (k % 2 == 0 ? 1 : 0));
+}
+
+// Clocks that jump (issue 12): a wall clock set years ahead and corrected back,
+// or stuck at the end of its range. Every call returns, and the bounds hold on
+// the times the permits became usable.
+
+namespace {
+
+/// Runs a seeded schedule of grants, small steps, jumps of 2^57 to 2^62 ns
+/// ahead, jumps back and jumps to time_point::max(); returns the grants (ns
+/// since the epoch of a clock that starts at 0, the limiter's origin).
+template <class Limiter>
+std::vector<grant> run_jumping_schedule(std::int64_t limit, std::int64_t w, std::uint64_t seed, int steps) {
+    manual_clock clock;
+    Limiter limiter(limit, std::chrono::nanoseconds{w}, clock);
+    std::mt19937_64 random(seed);
+    const auto pick = [&](std::int64_t low, std::int64_t high) {
+        return std::uniform_int_distribution<std::int64_t>(low, high)(random);
+    };
+    std::vector<grant> grants;
+    for (int step = 0; step < steps; ++step) {
+        const std::int64_t now = clock.now().time_since_epoch().count();
+        const std::int64_t op = pick(0, 99);
+        if (op < 45) {
+            const std::int64_t n = pick(1, limit);
+            if (limiter.try_acquire(n)) grants.push_back({clock.now().time_since_epoch().count(), n});
+        } else if (op < 60) {
+            const std::int64_t n = pick(1, limit);
+            if (limiter.try_acquire_for(n, std::chrono::nanoseconds{pick(0, 2 * w)})) {
+                grants.push_back({clock.now().time_since_epoch().count(), n});  // slept to when they are usable
+            }
+        } else if (op < 80) {
+            clock.advance(std::chrono::nanoseconds{pick(0, 2 * w)});
+        } else if (op < 92) {
+            clock.advance(std::chrono::nanoseconds{std::int64_t{1} << pick(57, 62)});  // saturates at max()
+        } else if (op < 98) {
+            clock.set(manual_clock::time_point{std::chrono::nanoseconds{pick(0, now)}});  // corrected back
+        } else {
+            clock.set(manual_clock::time_point::max());
+        }
+        (void)limiter.available();
+        (void)limiter.time_until_available(pick(1, limit));
+    }
+    return grants;
+}
+
+/// The most permits usable in one aligned window [k·w, (k+1)·w).
+std::int64_t most_in_an_aligned_window(const std::vector<grant>& grants, std::int64_t w) {
+    std::map<std::int64_t, std::int64_t> per_window;
+    std::int64_t most = 0;
+    for (const grant& g : grants) most = std::max(most, per_window[g.at / w] += g.n);
+    return most;
+}
+
+/// The most permits usable in any half-open interval of length `length`,
+/// without computing t + length (which may pass INT64_MAX here).
+std::int64_t most_in_any_interval_near_max(std::vector<grant> grants, std::int64_t length) {
+    std::sort(grants.begin(), grants.end(), [](const grant& a, const grant& b) { return a.at < b.at; });
+    std::int64_t most = 0;
+    std::int64_t sum = 0;
+    std::size_t end = 0;
+    for (std::size_t begin = 0; begin < grants.size(); ++begin) {
+        while (end < grants.size() && grants[end].at - grants[begin].at < length) sum += grants[end++].n;
+        most = std::max(most, sum);
+        sum -= grants[begin].n;
+    }
+    return most;
+}
+
+}  // namespace
+
+TEST_CASE("a fixed window whose clock jumps years ahead and back never grants more than the limit in a window",
+          "[property][fixed_window]") {
+    std::int64_t total = 0;
+    for (std::uint64_t seed = 1; seed <= 200; ++seed) {
+        for (const std::int64_t w : {std::int64_t{4}, std::int64_t{1000}, std::int64_t{1'000'000'000}}) {
+            INFO("seed " << seed << ", W " << w);
+            const auto grants = run_jumping_schedule<ratelimit::fixed_window<manual_clock>>(4, w, seed, 300);
+            CHECK(most_in_an_aligned_window(grants, w) <= 4);
+            total += static_cast<std::int64_t>(grants.size());
+        }
+    }
+    INFO("grants in all schedules: " << total);
+    CHECK(total > 3000);  // the schedules do grant: the bound is tested
+}
+
+TEST_CASE("a sliding counter whose clock jumps years ahead and back never grants more than the limit in a window",
+          "[property][sliding_window_counter]") {
+    std::int64_t total = 0;
+    for (std::uint64_t seed = 1; seed <= 200; ++seed) {
+        for (const std::int64_t w : {std::int64_t{4}, std::int64_t{1000}, std::int64_t{1'000'000'000}}) {
+            INFO("seed " << seed << ", W " << w);
+            const auto grants = run_jumping_schedule<ratelimit::sliding_window_counter<manual_clock>>(4, w, seed, 300);
+            CHECK(most_in_an_aligned_window(grants, w) <= 4);
+            total += static_cast<std::int64_t>(grants.size());
+        }
+    }
+    INFO("grants in all schedules: " << total);
+    CHECK(total > 3000);  // the schedules do grant: the bound is tested
+}
+
+TEST_CASE("a sliding log whose clock jumps years ahead and back never grants more than the limit in any window",
+          "[property][sliding_window_log]") {
+    std::int64_t total = 0;
+    for (std::uint64_t seed = 1; seed <= 200; ++seed) {
+        for (const std::int64_t w : {std::int64_t{4}, std::int64_t{1000}, std::int64_t{1'000'000'000}}) {
+            INFO("seed " << seed << ", W " << w);
+            const auto grants = run_jumping_schedule<ratelimit::sliding_window_log<manual_clock>>(4, w, seed, 300);
+            CHECK(most_in_any_interval_near_max(grants, w) <= 4);
+            total += static_cast<std::int64_t>(grants.size());
+        }
+    }
+    INFO("grants in all schedules: " << total);
+    CHECK(total > 3000);  // the schedules do grant: the bound is tested
 }

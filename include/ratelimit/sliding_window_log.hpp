@@ -226,9 +226,9 @@ private:
         // The n oldest entries make room: overwrite them and move the head past them.
         fill(head_, n, d.start);
         head_ = static_cast<std::int64_t>(slot(head_ + n));
-        granted_ += n;
+        granted_ += static_cast<std::uint64_t>(n);
         const time_point ready = d.start == now_at ? now : detail::time_point_from_ns<time_point>(d.start);
-        return {detail::window_log::verdict::granted, ready, record_type{granted_, restore, 0}};
+        return {detail::window_log::verdict::granted, ready, record_type{static_cast<std::int64_t>(granted_), restore, 0}};
     }
 
     /// Sleeps until a granted request is usable; false when it was refused.
@@ -243,12 +243,12 @@ private:
         auto& self = *static_cast<sliding_window_log*>(owner);
         if (self.clock_.now() > ready_at) return;
         std::lock_guard<std::mutex> lock(self.mutex_);
-        if (self.granted_ != record[0]) return;  // a later grant sits after it in the log
+        if (static_cast<std::int64_t>(self.granted_) != record[0]) return;  // a later grant sits after it in the log
         // Its n entries are the newest: put back the displaced ones and move the head back.
         const std::int64_t from = static_cast<std::int64_t>(self.slot(self.head_ + self.limit_ - n));
         self.fill(from, n, record[1]);
         self.head_ = from;
-        self.granted_ -= n;
+        self.granted_ -= static_cast<std::uint64_t>(n);
     }
 
     [[no_unique_address]] Clock clock_;
@@ -257,7 +257,8 @@ private:
     std::int64_t window_ns_;
     std::unique_ptr<std::int64_t[]> log_;  // ring of grant times, oldest at head_; guarded by mutex_
     std::int64_t head_ = 0;                // guarded by mutex_
-    std::int64_t granted_ = 0;             // permits granted less those cancelled; guarded by mutex_
+    std::uint64_t granted_ = 0;            // permits granted less those cancelled, modulo 2^64 (compared
+                                           // for equality only, so it may wrap); guarded by mutex_
     std::mutex mutex_;
 };
 

@@ -101,8 +101,10 @@ public:
     /// permits per `window` (in (0, 2^50 µs]).
     fixed_window(connection& c, std::string key, std::int64_t limit, duration window, options o = {},
                  Clock clock = {})
-        : base(name, c, key, "fw", o, std::move(clock), checked_limit(limit),
-               detail::fallback_limit(limit, o.fallback_share, ratelimit::detail::saturating_ns(window)), window),
+        : base(name, c, key, "fw", o, std::move(clock), limit,
+               // checked before anything computes with it (fallback_limit would convert it to double and back)
+               detail::fallback_limit(checked_limit(limit), o.fallback_share, ratelimit::detail::saturating_ns(window)),
+               window),
           window_(window),
           ticks_{detail::window_microseconds(name, window), 1} {}
 

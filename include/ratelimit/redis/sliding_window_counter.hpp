@@ -101,7 +101,9 @@ public:
     sliding_window_counter(connection& c, std::string key, std::int64_t limit, duration window, options o = {},
                            Clock clock = {})
         : base(name, c, key, "swc", o, std::move(clock), limit,
-               detail::fallback_limit(limit, o.fallback_share, ratelimit::sliding_window_counter<Clock>::max_limit),
+               // limit and window checked (make_ticks) before anything computes with them
+               detail::fallback_limit(checked_limit(limit, window), o.fallback_share,
+                                      ratelimit::sliding_window_counter<Clock>::max_limit),
                window),
           window_(window),
           ticks_(make_ticks(limit, window)) {}
@@ -119,6 +121,12 @@ public:
 
 private:
     static constexpr const char* name = "ratelimit::redis::sliding_window_counter";
+
+    /// `limit`, once make_ticks has accepted it with `window`.
+    static std::int64_t checked_limit(std::int64_t limit, duration window) {
+        (void)make_ticks(limit, window);
+        return limit;
+    }
 
     /// The finest tick (1 µs, else 1 ms) at which limit · window < 2^52.
     static detail::window_ticks make_ticks(std::int64_t limit, duration window) {

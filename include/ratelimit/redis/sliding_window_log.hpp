@@ -155,8 +155,9 @@ public:
     /// in any `window` (in (0, 2^50 µs]).
     sliding_window_log(connection& c, std::string key, std::int64_t limit, duration window, options o = {},
                        Clock clock = {})
-        : base(name, c, key, "swl", o, std::move(clock), checked_limit(limit),
-               detail::fallback_limit(limit, o.fallback_share, max_limit), window),
+        : base(name, c, key, "swl", o, std::move(clock), limit,
+               // checked before anything computes with it
+               detail::fallback_limit(checked_limit(limit), o.fallback_share, max_limit), window),
           window_(window),
           window_us_(detail::window_microseconds(name, window)) {}
 

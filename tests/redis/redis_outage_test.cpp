@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <thread>
 
@@ -208,4 +209,15 @@ TEST_CASE("kill -9 while threads are calling: no call hangs, the policy answers,
     CHECK(outages_while_down > 0);
     CHECK(granted_after_restart > 0);
     CHECK_FALSE(c.circuit_open());
+}
+
+TEST_CASE("the local fallback's limit is floor(limit · share) within [1, limit], with no overflow at INT64_MAX") {
+    using ratelimit::redis::detail::fallback_limit;
+    constexpr std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+    CHECK(fallback_limit(100, 0.25) == 25);
+    CHECK(fallback_limit(3, 0.1) == 1);              // never below 1
+    CHECK(fallback_limit(huge, 1.0) == huge);        // 2^63 as a double is not cast back
+    CHECK(fallback_limit(huge, 0.999999) < huge);
+    CHECK(fallback_limit(huge, 0.5) == huge / 2 + 1);  // 2^62 exactly: the double of INT64_MAX is 2^63
+    CHECK(fallback_limit(huge, 1.0, 1000) == 1000);  // at most what the local limiter holds
 }

@@ -63,9 +63,11 @@ inline void check_share(const char* where, double share) {
 /// at most `most` (what the local limiter can represent).
 inline std::int64_t fallback_limit(std::int64_t limit, double share,
                                    std::int64_t most = std::numeric_limits<std::int64_t>::max()) {
-    const double scaled = std::min(static_cast<double>(limit) * share, static_cast<double>(limit));
-    const std::int64_t local = scaled >= 1.0 ? static_cast<std::int64_t>(scaled) : 1;  // NaN: 1
-    return std::clamp<std::int64_t>(local, 1, std::max<std::int64_t>(1, most));
+    const std::int64_t top = std::max<std::int64_t>(1, std::min(limit, most));
+    const double scaled = static_cast<double>(limit) * share;
+    if (!(scaled >= 1.0)) return 1;                              // NaN too
+    if (scaled >= static_cast<double>(top)) return top;          // no cast of a double at or past 2^63
+    return std::max<std::int64_t>(1, static_cast<std::int64_t>(scaled));
 }
 
 }  // namespace detail

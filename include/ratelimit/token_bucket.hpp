@@ -351,25 +351,15 @@ private:
     /// than the grants that made it (a stale now shows debt nobody took).
     template <class F>
     auto read(F f) {
-        for (;;) {
-            const view v = load();
-            const std::int64_t now_at = detail::ns_since_epoch(clock_.now());
-            const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
-            if (!now_t) {
-                rebase(now_at);
-                continue;
-            }
-            auto result = f(v.cfg.params, v.tat(), *now_t, v.cfg, now_at);
-            if (unchanged(v)) return result;
-        }
+        return read_at(std::nullopt, std::move(f));
     }
 
-    /// read(f) as of `now`, a time the caller read.
+    /// read(f) as of `now`, a time the caller read (none: read after the state).
     template <class F>
-    auto read_at(time_point now, F f) {
-        const std::int64_t now_at = detail::ns_since_epoch(now);
+    auto read_at(std::optional<time_point> now, F f) {
         for (;;) {
             const view v = load();
+            const std::int64_t now_at = detail::ns_since_epoch(now ? *now : clock_.now());
             const std::optional<detail::gcra::ticks> now_t = ticks_at(v, now_at);
             if (!now_t) {
                 rebase(now_at);

@@ -338,7 +338,7 @@ struct fresh_epoch_clock {
     using period = std::nano;
     using duration = std::chrono::nanoseconds;
     using time_point = std::chrono::time_point<fresh_epoch_clock>;
-    static constexpr bool is_steady = true;
+    [[maybe_unused]] static constexpr bool is_steady = true;
     static time_point now() noexcept {
         static const auto start = std::chrono::steady_clock::now();
         return time_point{std::chrono::steady_clock::now() - start};

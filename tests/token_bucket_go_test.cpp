@@ -397,15 +397,18 @@ TEST_CASE("go: cancelling at an earlier time after a backward jump (differs from
     auto c = reserve_at(g, 1, 2, 5);  // Go: t4 ("should violate Limit,Burst"): Go refills t0..t1 twice
 }
 
-// TestReserveSetLimit.
-TEST_CASE("go: a new limit applies to the debt left by earlier reservations", "[go]") {
+// TestReserveSetLimit. Departure: Go keeps -1 token at t2 and at 10/s puts c
+// at t4, beside b's 2 permits: 3 at one instant with a burst of 2 ("violates
+// Limit and Burst", Go's test says). Here b keeps its slot at t4, the bucket
+// is empty then and refills at 10/s: c at t5.
+TEST_CASE("go: a new limit applies after the slots of earlier reservations", "[go]") {
     go_limiter g(5, 2);
     auto a = reserve_at(g, 0, 2, 0);
     auto b = reserve_at(g, 0, 2, 4);
     g.clock.set(at(2));
-    g.lim.set_rate(rate::per_second(10));  // -1 token at t2, kept
-    CHECK(g.lim.available() == -1);
-    auto c = reserve_at(g, 2, 1, 4);  // violates Limit and Burst (as in Go)
+    g.lim.set_rate(rate::per_second(10));  // b at t4, then 2 permits of tolerance at 10/s: -2 at t2
+    CHECK(g.lim.available() == -2);
+    auto c = reserve_at(g, 2, 1, 5);
 }
 
 // TestReserveSetBurst. Go reserves at t0 after setting the burst at t3 and gets
@@ -430,15 +433,20 @@ TEST_CASE("go: a new burst applies to the debt, reserving at the time of the cha
     auto c = reserve_at(g, 3, 4, 12);  // Go too: -0.5 - 4 = -4.5 tokens, 0.9 s after t3
 }
 
-// TestReserveSetLimitCancel.
-TEST_CASE("go: a reservation made before a new limit is cancelled at the new limit", "[go]") {
+// TestReserveSetLimitCancel. Departure: Go gives r's 2 tokens back at the new
+// limit and b goes at t3. Here a reservation made before a change of rate or
+// capacity gives nothing back (the change converted the state with its debt
+// inside; a faster refill may have repaid it already, and giving it back then
+// over-admits: token_bucket_test's "cancel after a faster set_rate ..."). r
+// keeps its slot at t4; b takes the next 2 at 10/s: t6.
+TEST_CASE("go: a reservation made before a new limit gives nothing back when cancelled", "[go]") {
     go_limiter g(5, 2);
     auto a = reserve_at(g, 0, 2, 0);
     auto r = reserve_at(g, 0, 2, 4);
     g.clock.set(at(2));
     g.lim.set_rate(rate::per_second(10));
-    cancel_at(g, r, 2);  // 2 tokens back
-    auto b = reserve_at(g, 2, 2, 3);
+    cancel_at(g, r, 2);
+    auto b = reserve_at(g, 2, 2, 6);
 }
 
 // TestReserveMax: reserveN with maxReserve = d is try_acquire_for(n, d), which

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <ratelimit/dual_bucket.hpp>
+#include <ratelimit/headers.hpp>
 #include <ratelimit/keyed.hpp>
 #include <ratelimit/llm/estimate.hpp>
 #include <ratelimit/llm/gate.hpp>
@@ -626,6 +627,18 @@ private:
         give_back_client(std::move(client));
         const httplib::Response& up = *result;
         metrics_.upstream_status(up.status);
+        if (up.status == 429 && above_upstream_minute(up.headers, cost)) {
+            // The provider refused a request that can never fit its per-minute
+            // token limit (learned from these headers): a 429 would tell the
+            // caller to retry forever. Its headers still teach the gate the
+            // limit, but this is no sign of a spent quota, so no pause.
+            ticket.complete(400, up.headers);
+            per_user_.with(who.user, [total = cost.total()](ratelimit::dual_bucket<>& b) { b.refund(total); });
+            return reject(res, reason::bad_request, 400,
+                          "This request may use " + std::to_string(cost.total()) +
+                              " tokens (prompt + max_tokens), above the upstream's whole per-minute limit.",
+                          "invalid_request_error", "request_too_large");
+        }
         std::optional<ratelimit::llm::usage> used;
         if (up.status >= 200 && up.status < 300) {
             const json body = json::parse(up.body, nullptr, false);
@@ -646,6 +659,16 @@ private:
         res.status = up.status;
         const std::string type = up.has_header("Content-Type") ? up.get_header_value("Content-Type") : "application/json";
         res.set_content(up.body, type.c_str());
+    }
+
+    /// Do the upstream's rate-limit headers name a per-minute token limit below `cost`?
+    static bool above_upstream_minute(const httplib::Headers& headers, const ratelimit::llm::request_cost& cost) {
+        const ratelimit::quota_snapshot q = ratelimit::parse_rate_limit_headers(headers);
+        const auto above = [](const std::optional<ratelimit::quota_state>& s, std::int64_t n) {
+            return s && s->limit && *s->limit > 0 && n > *s->limit;
+        };
+        return above(q.tokens, cost.total()) || above(q.input_tokens, cost.input_tokens) ||
+               above(q.output_tokens, cost.max_output_tokens);
     }
 
     void limits(const httplib::Request& req, httplib::Response& res) {

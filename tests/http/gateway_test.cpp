@@ -582,3 +582,53 @@ TEST_CASE("the program on port 0 prints the port it listens on and serves until 
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
 }
+
+// ---------------------------------------------------------------------------
+// Issue 14: reliability
+// ---------------------------------------------------------------------------
+
+TEST_CASE("a request above the upstream's whole per-minute token limit is answered 400 request_too_large, never 429",
+          "[gateway][http][issue14]") {
+    // The mock allows 200000 tokens per minute; 250000 can never fit.
+    const std::string never = chat_body(250000);
+    SECTION("with the limit configured") {
+        rig r({key("sk-alice-1", "alice", 60, 1'000'000)}, 6000, [](gateway::config& g) { g.tokens_per_minute = 200000; });
+        r.mock->stop();  // nothing may reach it
+        auto c = r.client();
+        const auto res = chat(c, "sk-alice-1", never);
+        REQUIRE(res);
+        CHECK(res->status == 400);
+        CHECK_FALSE(res->has_header("Retry-After"));
+        CHECK(error_of(res)["code"] == "request_too_large");
+    }
+    SECTION("with the limit learned from the upstream's headers") {
+        mock_upstream::config m;
+        m.tokens_per_minute = 200000;
+        m.min_latency_ms = m.max_latency_ms = 0;
+        mock_upstream::server mock(m);
+        const int mock_port = mock.start();
+        gateway::config g;
+        g.upstream = "http://127.0.0.1:" + std::to_string(mock_port);
+        g.keys = {key("sk-alice-1", "alice", 60, 1'000'000)};
+        gateway::server gw(g);
+        httplib::Client c("127.0.0.1", gw.start());
+        c.set_read_timeout(30s);
+        for (int i = 0; i < 2; ++i) {  // the first reaches the upstream, the second is refused by the learned limit
+            const auto res = chat(c, "sk-alice-1", never);
+            REQUIRE(res);
+            CHECK(res->status == 400);
+            CHECK_FALSE(res->has_header("Retry-After"));
+            CHECK(error_of(res)["code"] == "request_too_large");
+        }
+        // No pause follows (a 429 would have paused the line a second), and the user's charge came back.
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto ok = chat(c, "sk-alice-1");
+        REQUIRE(ok);
+        CHECK(ok->status == 200);
+        CHECK(std::chrono::steady_clock::now() - t0 < 500ms);
+        const json limits = json::parse(c.Get("/v1/limits", bearer("sk-alice-1"))->body);
+        CHECK(limits["remaining"]["requests"] == 59);
+        gw.stop();
+        mock.stop();
+    }
+}

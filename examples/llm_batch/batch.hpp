@@ -17,8 +17,14 @@
 //   and its '\n', in completion order (not input order, as with OpenAI's
 //   Batch API); a killed run leaves a prefix of whole lines, at most a torn
 //   last line, which --resume cuts off.
-// - With --resume no line that already has an output line is sent again. A
-//   request whose response arrived but whose line was not yet written when the
+// - Completion is tracked by input line: each record carries "line": N, so
+//   repeated custom_ids never hide a line from --resume. With --resume no
+//   line whose record is a success or a final error is sent again; a line
+//   whose record is a transient error (transient_error()) is, and with
+//   --retry-failed so is every failed line: their old records are removed
+//   from the output first (rewritten beside it and renamed over it), so the
+//   output still holds one record per line.
+// - A request whose response arrived but whose line was not yet written when the
 //   process died is sent again: that window is one write(2) per request.
 // - Every attempt passes the gate, so the client never sends above the
 //   configured or learned limits (at the gate's headroom). With use_gate
@@ -57,6 +63,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -82,6 +89,7 @@ struct options {
     std::int64_t tokens_per_minute = 0;    ///< 0: learned from the response headers
     int max_attempts = 5;                  ///< attempts per request, the first included
     bool resume = false;
+    bool retry_failed = false;             ///< --retry-failed: resume, sending every failed line again
     bool progress = true;                  ///< progress line and final summary line on stderr
     std::string summary_json_path;         ///< empty: none
 
@@ -325,10 +333,12 @@ struct response_info {
     return id;
 }
 
-/// One output line, '\n' included: {"id", "custom_id", "response", "error"}.
-/// Invalid UTF-8 from the network is replaced, never thrown on.
+/// One output line, '\n' included: {"id", "custom_id", "response", "error",
+/// "line"}: OpenAI's Batch output fields, then the 1-based input line the
+/// record answers (an addition: --resume tracks completion by line, since
+/// custom_ids may repeat). Invalid UTF-8 from the network is replaced, never thrown on.
 [[nodiscard]] inline std::string output_line(const std::string& record_id, const std::string& custom_id,
-                                             const std::optional<response_info>& response,
+                                             std::int64_t line, const std::optional<response_info>& response,
                                              const std::optional<record_error>& error) {
     json record = {{"id", record_id}, {"custom_id", custom_id}, {"response", nullptr}, {"error", nullptr}};
     if (response) {
@@ -337,6 +347,7 @@ struct response_info {
                               {"body", response->body}};
     }
     if (error) record["error"] = {{"code", error->code}, {"message", error->message}};
+    record["line"] = line;
     return record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
@@ -344,9 +355,22 @@ struct response_info {
 // Resume
 // ---------------------------------------------------------------------------
 
+/// Error codes of records a later --resume sends again: the answer may differ
+/// next time (no response, 5xx, 429 after every attempt, a request timeout).
+[[nodiscard]] inline bool transient_error(std::string_view code) noexcept {
+    return code == "network_error" || code == "server_error" || code == "rate_limited" || code == "http_408";
+}
+
+/// The record an existing output holds for one input line.
+struct line_record {
+    std::string custom_id;
+    std::optional<std::string> error_code;  ///< none: a success
+};
+
 /// What an existing output file already holds.
 struct resume_state {
-    std::unordered_map<std::string, std::int64_t> records;  ///< custom_id -> output lines with it
+    std::unordered_map<std::int64_t, line_record> lines;    ///< input line -> its (last) record
+    std::unordered_map<std::string, std::int64_t> records;  ///< custom_id -> records without "line" (older outputs)
     std::int64_t total = 0;             ///< whole, readable records
     std::int64_t failed = 0;            ///< of which error records
     std::int64_t unreadable = 0;        ///< whole lines that are not records (kept, ignored)
@@ -354,31 +378,67 @@ struct resume_state {
     bool torn_tail = false;             ///< bytes after the last '\n' (a write cut short)
 };
 
+namespace detail {
+
+/// A record's input line: its "line" field when it is an integer >= 1.
+[[nodiscard]] inline std::optional<std::int64_t> record_line(const json& record) {
+    const auto l = record.find("line");
+    if (l == record.end() || !l->is_number_integer() || l->get<std::int64_t>() < 1) return std::nullopt;
+    return l->get<std::int64_t>();
+}
+
+/// A record's error code: "" for an error without a string code, nothing for a success.
+[[nodiscard]] inline std::optional<std::string> record_error_code(const json& record) {
+    const auto e = record.find("error");
+    if (e == record.end() || e->is_null()) return std::nullopt;
+    const auto c = e->is_object() ? e->find("code") : e->end();
+    return e->is_object() && c != e->end() && c->is_string() ? c->get<std::string>() : std::string();
+}
+
+/// The output line parsed as a record with a string custom_id, or a discarded value.
+[[nodiscard]] inline json parse_record(const std::string& text) {
+    json record = json_depth(text) > max_json_depth ? json() : json::parse(text, nullptr, false);
+    const auto id = record.is_object() ? record.find("custom_id") : record.end();
+    if (!record.is_object() || id == record.end() || !id->is_string()) return json(json::value_t::discarded);
+    return record;
+}
+
+}  // namespace detail
+
 /// Reads an output file: every '\n'-terminated line with a string custom_id
-/// counts; a tail without '\n' is torn (valid_bytes stops before it). A
-/// missing file is an empty state. Throws setup_error when it cannot be read.
+/// counts, by its "line" field when it has one (the last record of a line
+/// wins), else by custom_id; a tail without '\n' is torn (valid_bytes stops
+/// before it). A missing file is an empty state. Throws setup_error when it cannot be read.
 [[nodiscard]] inline resume_state scan_output(const std::string& path) {
     resume_state state;
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) return state;
     std::ifstream in(path, std::ios::binary);
     if (!in) throw setup_error("cannot read output " + path + ": " + std::strerror(errno));
-    std::string line;
-    while (std::getline(in, line)) {
+    std::string text;
+    while (std::getline(in, text)) {
         if (in.eof()) {  // no '\n' after it: torn
-            state.torn_tail = !line.empty();
+            state.torn_tail = !text.empty();
             break;
         }
-        state.valid_bytes += line.size() + 1;
-        const json record = json_depth(line) > max_json_depth ? json() : json::parse(line, nullptr, false);
-        const auto id = record.is_object() ? record.find("custom_id") : record.end();
-        if (!record.is_object() || id == record.end() || !id->is_string()) {
+        state.valid_bytes += text.size() + 1;
+        const json record = detail::parse_record(text);
+        if (record.is_discarded()) {
             ++state.unreadable;
             continue;
         }
-        ++state.records[id->get<std::string>()];
         ++state.total;
-        if (const auto e = record.find("error"); e != record.end() && !e->is_null()) ++state.failed;
+        std::optional<std::string> code = detail::record_error_code(record);
+        if (code) ++state.failed;
+        std::string custom_id = record.at("custom_id").get<std::string>();
+        if (const auto line = detail::record_line(record)) {
+            if (const auto earlier = state.lines.find(*line); earlier != state.lines.end() && earlier->second.error_code) {
+                --state.failed;  // superseded by this later record
+            }
+            state.lines[*line] = line_record{std::move(custom_id), std::move(code)};
+        } else {
+            ++state.records[custom_id];
+        }
     }
     return state;
 }
@@ -452,18 +512,13 @@ struct endpoint {
 /// around each write(2).
 class output_file {
 public:
-    /// Opens (creating) `path`, cuts it to `keep_bytes` and appends after.
-    output_file(const std::string& path, std::uintmax_t keep_bytes) : path_(path) {
+    /// Opens (creating) `path` and locks it; writes nothing yet.
+    explicit output_file(const std::string& path) : path_(path) {
         fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd_ < 0) throw setup_error("cannot open output " + path + ": " + std::strerror(errno));
         if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
             ::close(fd_);
             throw setup_error("output " + path + " is in use by another process");
-        }
-        if (::ftruncate(fd_, static_cast<off_t>(keep_bytes)) != 0) {
-            const int err = errno;
-            ::close(fd_);
-            throw setup_error("cannot truncate output " + path + ": " + std::strerror(err));
         }
     }
     output_file(const output_file&) = delete;
@@ -472,20 +527,63 @@ public:
         if (fd_ >= 0) ::close(fd_);
     }
 
-    /// Appends `line` (which ends in '\n') whole; throws std::runtime_error on a write error.
-    void write_line(std::string_view line) {
-        std::lock_guard lock(mutex_);
-        while (!line.empty()) {
-            const ssize_t n = ::write(fd_, line.data(), line.size());
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                throw std::runtime_error("cannot write output " + path_ + ": " + std::strerror(errno));
-            }
-            line.remove_prefix(static_cast<std::size_t>(n));
+    /// Cuts the file to its first `keep_bytes` (a torn last line goes).
+    void truncate(std::uintmax_t keep_bytes) {
+        if (::ftruncate(fd_, static_cast<off_t>(keep_bytes)) != 0) {
+            throw setup_error("cannot truncate output " + path_ + ": " + std::strerror(errno));
         }
     }
 
+    /// Replaces the file by its whole lines within the first `keep_bytes` for
+    /// which `keep(line)` is true: written to a locked temporary file beside
+    /// it, synced, then renamed over it, so a crash leaves the old file or
+    /// the new one, and the lock never lapses.
+    template <class Keep>
+    void rewrite(std::uintmax_t keep_bytes, Keep keep) {
+        const std::string temporary = path_ + ".rewrite-" + std::to_string(::getpid());
+        const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) throw setup_error("cannot create " + temporary + ": " + std::strerror(errno));
+        auto fail = [&](const std::string& what) {
+            const int err = errno;
+            ::close(fd);
+            ::unlink(temporary.c_str());
+            throw setup_error(what + " " + temporary + ": " + std::strerror(err));
+        };
+        if (::flock(fd, LOCK_EX | LOCK_NB) != 0) fail("cannot lock");
+        std::ifstream in(path_, std::ios::binary);
+        std::string line;
+        std::uintmax_t read = 0;
+        while (read < keep_bytes && std::getline(in, line)) {
+            read += line.size() + 1;
+            if (!keep(std::string_view(line))) continue;
+            line += '\n';
+            if (!write_all(fd, line)) fail("cannot write");
+        }
+        if (::fsync(fd) != 0) fail("cannot sync");
+        if (::rename(temporary.c_str(), path_.c_str()) != 0) fail("cannot rename");
+        ::close(fd_);
+        fd_ = fd;
+    }
+
+    /// Appends `line` (which ends in '\n') whole; throws std::runtime_error on a write error.
+    void write_line(std::string_view line) {
+        std::lock_guard lock(mutex_);
+        if (!write_all(fd_, line)) throw std::runtime_error("cannot write output " + path_ + ": " + std::strerror(errno));
+    }
+
 private:
+    static bool write_all(int fd, std::string_view text) {
+        while (!text.empty()) {
+            const ssize_t n = ::write(fd, text.data(), text.size());
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                return false;
+            }
+            text.remove_prefix(static_cast<std::size_t>(n));
+        }
+        return true;
+    }
+
     std::string path_;
     int fd_ = -1;
     std::mutex mutex_;
@@ -572,7 +670,8 @@ struct summary {
     std::int64_t prompt_tokens = 0;
     std::int64_t completion_tokens = 0;
     std::int64_t skipped_resumed = 0;   ///< lines already in the output (--resume)
-    std::int64_t previously_failed = 0; ///< error records already in the output
+    std::int64_t previously_failed = 0; ///< error records kept in the output (final errors)
+    std::int64_t retried_failed = 0;    ///< error records of earlier runs dropped to send their lines again
     std::int64_t unfinished = 0;        ///< lines left without a record (stopped early)
     std::int64_t total_lines = 0;
     double elapsed_s = 0;
@@ -607,6 +706,7 @@ struct summary {
                 {"completion_tokens", completion_tokens},
                 {"skipped_resumed", skipped_resumed},
                 {"previously_failed", previously_failed},
+                {"retried_failed", retried_failed},
                 {"unfinished", unfinished},
                 {"total_lines", total_lines},
                 {"elapsed_s", elapsed_s},
@@ -722,14 +822,19 @@ public:
             std::filesystem::equivalent(options_.input_path, options_.output_path, ec)) {
             throw setup_error("--output must not be the input file");
         }
+        if (std::filesystem::is_directory(options_.output_path, ec)) {
+            throw setup_error("output " + options_.output_path + " is a directory: name a file to write");
+        }
+        if (options_.retry_failed) options_.resume = true;
         const bool output_has_data = std::filesystem::exists(options_.output_path, ec) &&
                                      std::filesystem::file_size(options_.output_path, ec) > 0;
         if (output_has_data && !options_.resume) {
             throw setup_error("output " + options_.output_path +
                               " exists and is not empty: pass --resume to continue it, or remove it");
         }
+        output_.emplace(options_.output_path);  // locked before it is read: no other run writes it meanwhile
         if (options_.resume) resumed_ = scan_output(options_.output_path);
-        output_.emplace(options_.output_path, resumed_.valid_bytes);
+        open_resumed_output();
         if (resumed_.torn_tail) warn("cut off a torn last line of " + options_.output_path);
         if (resumed_.unreadable > 0) {
             warn("ignored " + std::to_string(resumed_.unreadable) + " unreadable line(s) in " + options_.output_path);
@@ -791,6 +896,43 @@ private:
         if (options_.diagnostics != nullptr) std::fprintf(options_.diagnostics, "llm_batch: %s\n", message.c_str());
     }
 
+    /// Drops the records of the lines to send again (failed with a transient
+    /// error, or any failure with --retry-failed) by rewriting the output
+    /// without them, else cuts off a torn tail. Those lines then have no
+    /// record, so the run sends them like any other.
+    void open_resumed_output() {
+        std::unordered_set<std::int64_t> again;
+        for (const auto& [line, record] : resumed_.lines) {
+            if (record.error_code && (options_.retry_failed || transient_error(*record.error_code))) again.insert(line);
+        }
+        if (again.empty()) return output_->truncate(resumed_.valid_bytes);
+        output_->rewrite(resumed_.valid_bytes, [&again](std::string_view text) {
+            const json record = detail::parse_record(std::string(text));
+            if (record.is_discarded()) return true;
+            const auto line = detail::record_line(record);
+            return !line || again.count(*line) == 0;
+        });
+        for (const std::int64_t line : again) resumed_.lines.erase(line);
+        resumed_.failed -= static_cast<std::int64_t>(again.size());
+        retried_ = static_cast<std::int64_t>(again.size());
+    }
+
+    /// Does the output already answer this input line (its `occurrence`-th
+    /// custom_id)? By line when records carry one (the custom_id must match,
+    /// else the input changed and the line is sent), else by custom_id count.
+    bool answered(const input_line& line, std::int64_t occurrence) {
+        if (const auto done = resumed_.lines.find(line.line); done != resumed_.lines.end()) {
+            if (done->second.custom_id == line.custom_id) return true;
+            if (mismatched_++ == 0) {
+                warn("output record for input line " + std::to_string(line.line) + " has custom_id '" +
+                     done->second.custom_id + "', the input has '" + line.custom_id + "': the input changed; sending it");
+            }
+            return false;
+        }
+        const auto done = resumed_.records.find(line.custom_id);
+        return done != resumed_.records.end() && occurrence <= done->second;
+    }
+
     /// The next line to send, writing error records for malformed and
     /// duplicate lines on the way and skipping the ones already answered.
     std::optional<job> next_job(std::mt19937_64& rng) {
@@ -803,8 +945,7 @@ private:
             if (is_blank(text)) continue;
             input_line line = parse_input_line(text, line_number_);
             const std::int64_t occurrence = ++seen_[line.custom_id];
-            if (const auto done = resumed_.records.find(line.custom_id);
-                done != resumed_.records.end() && occurrence <= done->second) {
+            if (answered(line, occurrence)) {
                 ++counters_.skipped;
                 continue;
             }
@@ -814,7 +955,7 @@ private:
             }
             if (line.error) {
                 ++counters_.malformed;
-                write_record(rng, line.custom_id, std::nullopt, *line.error);
+                write_record(rng, line, std::nullopt, *line.error);
                 continue;
             }
             return line;
@@ -831,15 +972,14 @@ private:
             if (is_blank(text)) continue;
             const input_line line = parse_input_line(text, line_number_);
             const std::int64_t occurrence = ++seen_[line.custom_id];
-            const auto done = resumed_.records.find(line.custom_id);
-            if (done != resumed_.records.end() && occurrence <= done->second) ++counters_.skipped;
+            if (answered(line, occurrence)) ++counters_.skipped;
             else ++unfinished_;
         }
     }
 
-    void write_record(std::mt19937_64& rng, const std::string& custom_id, const std::optional<response_info>& response,
+    void write_record(std::mt19937_64& rng, const input_line& line, const std::optional<response_info>& response,
                       const std::optional<record_error>& error) {
-        output_->write_line(output_line(make_record_id(rng), custom_id, response, error));
+        output_->write_line(output_line(make_record_id(rng), line.custom_id, line.line, response, error));
         if (error) ++counters_.failed;
         else ++counters_.succeeded;
     }
@@ -890,7 +1030,7 @@ private:
                     // tokens finished requests give back serve the next ones.
                     ticket.emplace(gate_.acquire(cost));
                 } catch (const ratelimit::capacity_exceeded& e) {
-                    return write_record(rng, j.custom_id, std::nullopt,
+                    return write_record(rng, j, std::nullopt,
                                         record_error{"request_too_large", std::string("can never fit the limit: ") + e.what()});
                 }
                 if (stopping()) return left_unfinished();
@@ -925,7 +1065,7 @@ private:
                         counters_.prompt_tokens += used->input_tokens;
                         counters_.completion_tokens += used->output_tokens;
                     }
-                    return write_record(rng, j.custom_id, last, std::nullopt);
+                    return write_record(rng, j, last, std::nullopt);
                 }
                 if (ticket) ticket->complete(status, res->headers);
                 if (status == 429) ++counters_.throttled;
@@ -942,7 +1082,7 @@ private:
             }
             if (!sleep_until(steady::now() + delay)) return left_unfinished();
         }
-        write_record(rng, j.custom_id, last, error);
+        write_record(rng, j, last, error);
     }
 
     /// A request given up because of the stop flag: no record, --resume sends it.
@@ -998,6 +1138,7 @@ private:
         s.completion_tokens = counters_.completion_tokens.load();
         s.skipped_resumed = counters_.skipped.load();
         s.previously_failed = resumed_.failed;
+        s.retried_failed = retried_;
         s.total_lines = total_lines_;
         s.unfinished = unfinished_;
         s.elapsed_s = elapsed_s;
@@ -1029,6 +1170,8 @@ private:
     std::int64_t dispatched_ = 0;
     std::int64_t unfinished_ = 0;  // lines taken but not answered, and lines never taken
     std::unordered_map<std::string, std::int64_t> seen_;
+    std::int64_t mismatched_ = 0;  // output records whose custom_id differs from their input line's
+    std::int64_t retried_ = 0;     // failed records dropped from the output to be sent again
     std::exception_ptr fatal_;
     std::atomic<bool> fatal_flag_{false};
 };

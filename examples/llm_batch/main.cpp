@@ -34,7 +34,10 @@ const char* description =
     "--output. 429, 5xx and network errors are retried (retry-after, else exponential\n"
     "backoff with jitter); other 4xx are final. Without --rpm/--tpm the limits are\n"
     "learned from the response headers. An existing non-empty --output is refused\n"
-    "unless --resume, which skips the custom_ids it already holds.\n"
+    "unless --resume, which skips the input lines it already answers and sends again\n"
+    "those whose record is a transient error (network_error, server_error,\n"
+    "rate_limited, http_408); --retry-failed (implies --resume) sends every failed\n"
+    "line again. Each record names its input line (\"line\": N) besides custom_id.\n"
     "Requests without max_tokens/max_completion_tokens reserve 256 output tokens.\n"
     "Exit status: 0 all succeeded, 1 some failed, 2 usage error, 130 interrupted.";
 
@@ -54,7 +57,8 @@ int main(int argc, char** argv) {
     flags.integer<std::int64_t>("tpm", o.tokens_per_minute, "N", "tokens per minute (default: from headers)", 0,
                                 1'000'000'000'000);
     flags.integer("max-attempts", o.max_attempts, "N", "attempts per request (default 5)", 1, 100);
-    flags.toggle("resume", o.resume, "continue an existing output file");
+    flags.toggle("resume", o.resume, "continue an existing output file, retrying transient errors");
+    flags.toggle("retry-failed", o.retry_failed, "with --resume: send every line whose record is an error again");
     bool no_progress = false;
     flags.toggle("no-progress", no_progress, "no progress line and no final summary on stderr");
     flags.text("summary-json", o.summary_json_path, "FILE", "write the run's counts and rates as JSON");

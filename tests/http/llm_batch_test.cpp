@@ -7,6 +7,7 @@
 
 #include "../common/flags.hpp"
 #include "mock_upstream.hpp"
+#include "support/process.hpp"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -233,15 +234,15 @@ TEST_CASE("a record carries id, custom_id, response and error in that order", "[
     CHECK(id.size() == 10 + 32);
 
     const llm_batch::response_info response{200, "req_1", llm_batch::json::parse(R"({"b": 1, "a": 2})")};
-    const std::string ok = llm_batch::output_line(id, "c1", response, std::nullopt);
-    CHECK(ok == "{\"id\":\"" + id + R"(","custom_id":"c1","response":{"status_code":200,"request_id":"req_1","body":{"b":1,"a":2}},"error":null})" "\n");
+    const std::string ok = llm_batch::output_line(id, "c1", 4, response, std::nullopt);
+    CHECK(ok == "{\"id\":\"" + id + R"(","custom_id":"c1","response":{"status_code":200,"request_id":"req_1","body":{"b":1,"a":2}},"error":null,"line":4})" "\n");
 
-    const std::string failed = llm_batch::output_line(id, "c2", std::nullopt, llm_batch::record_error{"invalid_json", "bad"});
-    CHECK(failed == "{\"id\":\"" + id + R"(","custom_id":"c2","response":null,"error":{"code":"invalid_json","message":"bad"}})" "\n");
+    const std::string failed = llm_batch::output_line(id, "c2", 5, std::nullopt, llm_batch::record_error{"invalid_json", "bad"});
+    CHECK(failed == "{\"id\":\"" + id + R"(","custom_id":"c2","response":null,"error":{"code":"invalid_json","message":"bad"},"line":5})" "\n");
 
     // Invalid UTF-8 from the network is replaced, not thrown on.
     const llm_batch::response_info hostile{200, "", llm_batch::json(std::string("\xff\xfe"))};
-    CHECK_NOTHROW(llm_batch::output_line(id, "c3", hostile, std::nullopt));
+    CHECK_NOTHROW(llm_batch::output_line(id, "c3", 6, hostile, std::nullopt));
 }
 
 TEST_CASE("a resume scan counts whole records, failures and a torn tail", "[llm_batch]") {
@@ -710,4 +711,243 @@ TEST_CASE("the program rejects bad usage with one line on stderr and status 2", 
 
     CHECK(run_command(LLM_BATCH_BINARY " --help >" + dir.file("help.txt") + " 2>" + err) == 0);
     CHECK(read_file(dir.file("help.txt")).find("--max-attempts") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 14: reliability when pushed
+// ---------------------------------------------------------------------------
+
+namespace {
+
+/// The records of an output file by their "line".
+std::map<std::int64_t, std::vector<json>> records_by_line(const std::string& path) {
+    std::map<std::int64_t, std::vector<json>> out;
+    for (const json& r : read_records(path)) out[r.at("line").get<std::int64_t>()].push_back(r);
+    return out;
+}
+
+std::string code_of(const json& record) {
+    return record.at("error").is_null() ? std::string("ok") : record.at("error").at("code").get<std::string>();
+}
+
+/// Waits (bounded: 20 s) until `done()`; false when it never happened.
+template <class Done>
+bool eventually(Done done) {
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(5ms);
+    }
+    return true;
+}
+
+/// A server whose chat answers are set by the test: `status` (with an
+/// OpenAI-shaped error body unless 200) and extra `headers`; remembers every
+/// request's headers.
+struct scripted_server {
+    scripted_server() {
+        server.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+            int answer = 200;
+            httplib::Headers extra;
+            {
+                std::lock_guard lock(mutex);
+                requests.push_back(req.headers);
+                answer = status;
+                extra = headers;
+            }
+            for (const auto& [name, value] : extra) res.set_header(name, value);
+            res.status = answer;
+            if (answer == 200) {
+                res.set_content(R"({"id":"chatcmpl-1","usage":{"prompt_tokens":3,"completion_tokens":2}})", "application/json");
+            } else {
+                res.set_content(R"({"error":{"message":"scripted","type":"invalid_request_error","code":"scripted_error"}})",
+                                "application/json");
+            }
+        });
+        port = server.bind_to_any_port("127.0.0.1");
+        thread = std::thread([this] { server.listen_after_bind(); });
+        while (!server.is_running()) std::this_thread::sleep_for(1ms);
+    }
+    ~scripted_server() {
+        server.stop();
+        thread.join();
+    }
+    void answer(int s, httplib::Headers h = {}) {
+        std::lock_guard lock(mutex);
+        status = s;
+        headers = std::move(h);
+    }
+    std::size_t count() {
+        std::lock_guard lock(mutex);
+        return requests.size();
+    }
+    httplib::Server server;
+    int port = 0;
+    std::thread thread;
+    std::mutex mutex;
+    int status = 200;
+    httplib::Headers headers;
+    std::vector<httplib::Headers> requests;
+};
+
+/// A free TCP port on 127.0.0.1 with nothing listening (bound, then closed).
+int closed_port() {
+    httplib::Server probe;
+    const int port = probe.bind_to_any_port("127.0.0.1");
+    return port;  // the socket closes with `probe`
+}
+
+}  // namespace
+
+TEST_CASE("a line whose max_tokens or n overflows the token count gets request_too_large and the run goes on",
+          "[llm_batch][http][issue14]") {
+    mock_upstream::server mock(generous_mock());
+    const int port = mock.start();
+    temp_dir dir;
+    json huge = json::parse(chat_line("huge", "x"));
+    huge["body"]["max_tokens"] = std::numeric_limits<std::int64_t>::max();
+    json many = json::parse(chat_line("many", "x"));
+    many["body"]["max_tokens"] = 1000;
+    many["body"]["n"] = 10'000'000'000'000'000LL;
+    write_file(dir.file("in.jsonl"), chat_line("a", "1") + huge.dump() + "\n" + chat_line("b", "2") + many.dump() + "\n" +
+                                         chat_line("c", "3") + chat_line("d", "4") + chat_line("e", "5"));
+
+    llm_batch::options o = test_options(dir, port);
+    o.tokens_per_minute = 100'000;
+    const llm_batch::summary s = llm_batch::run(o);
+    CHECK(s.succeeded == 5);
+    CHECK(s.failed == 2);
+    const auto by_line = records_by_line(dir.file("out.jsonl"));
+    REQUIRE(by_line.size() == 7);
+    CHECK(code_of(by_line.at(2).at(0)) == "request_too_large");
+    CHECK(code_of(by_line.at(4).at(0)) == "request_too_large");
+    CHECK(mock.totals().requests_total == 5);
+
+    // Resume has nothing to do: request_too_large is final.
+    o.resume = true;
+    const llm_batch::summary again = llm_batch::run(o);
+    CHECK(again.skipped_resumed == 7);
+    CHECK(again.requests == 0);
+    CHECK(again.exit_status() == 1);
+}
+
+TEST_CASE("a kill while the first of two lines sharing a custom_id is in flight loses neither line on resume",
+          "[llm_batch][http][program][issue14]") {
+    mock_upstream::config slow = generous_mock();
+    slow.min_latency_ms = 2000;
+    slow.max_latency_ms = 2000;
+    mock_upstream::server mock(slow);
+    const int port = mock.start();
+    temp_dir dir;
+    write_file(dir.file("in.jsonl"), chat_line("A", "first") + chat_line("A", "second"));
+
+    ratelimit_test::child c = ratelimit_test::spawn(LLM_BATCH_BINARY, {"--input", dir.file("in.jsonl"), "--output",
+                                                                        dir.file("out.jsonl"), "--base-url",
+                                                                        "http://127.0.0.1:" + std::to_string(port),
+                                                                        "--concurrency", "2", "--no-progress"});
+    // Line 2's duplicate record is written at once; line 1 waits out its 2 s.
+    const bool duplicate_written = eventually([&] {
+        return read_file(dir.file("out.jsonl")).find("duplicate_custom_id") != std::string::npos &&
+               mock.totals().requests_total == 1;
+    });
+    ::kill(c.pid, SIGKILL);
+    (void)ratelimit_test::exit_status(c.pid);
+    ::close(c.out);
+    ::close(c.err);
+    REQUIRE(duplicate_written);
+    REQUIRE(read_records(dir.file("out.jsonl")).size() == 1);
+
+    llm_batch::options o = test_options(dir, port);
+    o.resume = true;
+    const llm_batch::summary s = llm_batch::run(o);
+    CHECK(s.skipped_resumed == 1);
+    CHECK(s.succeeded == 1);
+    const auto by_line = records_by_line(dir.file("out.jsonl"));
+    REQUIRE(by_line.size() == 2);
+    REQUIRE(by_line.at(1).size() == 1);
+    CHECK(code_of(by_line.at(1).at(0)) == "ok");
+    REQUIRE(by_line.at(2).size() == 1);
+    CHECK(code_of(by_line.at(2).at(0)) == "duplicate_custom_id");
+}
+
+TEST_CASE("resume sends again the lines whose record is a network error, leaving one record per line",
+          "[llm_batch][http][issue14]") {
+    temp_dir dir;
+    write_batch(dir.file("in.jsonl"), 6);
+    llm_batch::options o = test_options(dir, closed_port());  // the server is down
+    o.max_attempts = 1;
+    const llm_batch::summary down = llm_batch::run(o);
+    CHECK(down.failed == 6);
+    for (const json& r : read_records(dir.file("out.jsonl"))) CHECK(code_of(r) == "network_error");
+
+    mock_upstream::server mock(generous_mock());
+    llm_batch::options up = test_options(dir, mock.start());
+    up.resume = true;
+    const llm_batch::summary s = llm_batch::run(up);
+    CHECK(s.retried_failed == 6);
+    CHECK(s.succeeded == 6);
+    CHECK(s.previously_failed == 0);
+    CHECK(s.exit_status() == 0);
+    const auto by_line = records_by_line(dir.file("out.jsonl"));
+    REQUIRE(by_line.size() == 6);
+    for (const auto& [line, records] : by_line) {
+        REQUIRE(records.size() == 1);
+        CHECK(code_of(records.at(0)) == "ok");
+    }
+    CHECK(mock.totals().requests_total == 6);
+}
+
+TEST_CASE("a final error stays on --resume and is sent again with --retry-failed", "[llm_batch][http][issue14]") {
+    scripted_server server;
+    server.answer(400);
+    temp_dir dir;
+    write_batch(dir.file("in.jsonl"), 3);
+    llm_batch::options o = test_options(dir, server.port);
+    CHECK(llm_batch::run(o).failed == 3);
+    CHECK(server.count() == 3);
+
+    server.answer(200);
+    o.resume = true;
+    const llm_batch::summary kept = llm_batch::run(o);
+    CHECK(kept.requests == 0);
+    CHECK(kept.previously_failed == 3);
+    CHECK(server.count() == 3);
+
+    o.resume = false;
+    o.retry_failed = true;  // implies --resume
+    const llm_batch::summary again = llm_batch::run(o);
+    CHECK(again.retried_failed == 3);
+    CHECK(again.succeeded == 3);
+    CHECK(again.exit_status() == 0);
+    CHECK(server.count() == 6);
+    const auto by_line = records_by_line(dir.file("out.jsonl"));
+    REQUIRE(by_line.size() == 3);
+    for (const auto& [line, records] : by_line) {
+        REQUIRE(records.size() == 1);
+        CHECK(code_of(records.at(0)) == "ok");
+    }
+}
+
+TEST_CASE("an output naming a directory is refused as a directory", "[llm_batch][issue14]") {
+    temp_dir dir;
+    write_batch(dir.file("in.jsonl"), 1);
+    fs::create_directories(dir.file("outdir"));
+    llm_batch::options o = test_options(dir, 1);
+    o.output_path = dir.file("outdir");
+    try {
+        llm_batch::runner r(o);
+        FAIL("a directory was accepted as the output");
+    } catch (const llm_batch::setup_error& e) {
+        const std::string what = e.what();
+        CHECK(what.find("is a directory") != std::string::npos);
+        CHECK(what.find("not empty") == std::string::npos);
+    }
+    o.resume = true;
+    std::string with_resume;
+    try {
+        llm_batch::runner r(o);
+    } catch (const llm_batch::setup_error& e) {
+        with_resume = e.what();
+    }
+    CHECK(with_resume.find("is a directory") != std::string::npos);
 }

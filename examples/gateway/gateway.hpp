@@ -7,6 +7,8 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "../common/http_guard.hpp"
+
 #include <ratelimit/dual_bucket.hpp>
 #include <ratelimit/headers.hpp>
 #include <ratelimit/keyed.hpp>
@@ -493,6 +495,19 @@ private:
         http_.set_keep_alive_timeout(2);
         http_.set_keep_alive_max_count(100000);
         http_.set_payload_max_length(static_cast<std::size_t>(config_.max_body_bytes));
+        // Before any body is read: a request whose length is ambiguous is
+        // refused, and its connection ends after the answer (RFC 9112 §6.3).
+        http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+            if (const auto problem = examples::http::framing_error(req)) {
+                reject(res, reason::bad_request, 400, *problem, "invalid_request_error", "invalid_framing");
+                examples::http::close_after_answer(res);
+                return httplib::Server::HandlerResponse::Handled;
+            }
+            return httplib::Server::HandlerResponse::Unhandled;
+        });
+        http_.set_logger([](const httplib::Request& req, const httplib::Response&) {
+            examples::http::end_marked_connection(req, std::chrono::seconds(1));
+        });
         http_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { chat(req, res); });
         http_.Get("/v1/limits", [this](const httplib::Request& req, httplib::Response& res) { limits(req, res); });
         http_.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });

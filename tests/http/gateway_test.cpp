@@ -6,6 +6,9 @@
 #include "gateway.hpp"
 #include "mock_upstream.hpp"
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -102,6 +105,58 @@ std::string everything(const httplib::Result& r) {
     std::string all = r->body;
     for (const auto& [name, value] : r->headers) all += "\n" + name + ": " + value;
     return all;
+}
+
+/// A raw TCP connection to 127.0.0.1:port, for requests httplib::Client would not send.
+struct raw_connection {
+    explicit raw_connection(int port) {
+        fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(fd >= 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<std::uint16_t>(port));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    }
+    ~raw_connection() { ::close(fd); }
+    raw_connection(const raw_connection&) = delete;
+    raw_connection& operator=(const raw_connection&) = delete;
+
+    /// Sends all of `text`; false when the peer stopped taking it.
+    bool send(std::string_view text) const {
+        while (!text.empty()) {
+            const ssize_t n = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
+            if (n <= 0) return false;
+            text.remove_prefix(static_cast<std::size_t>(n));
+        }
+        return true;
+    }
+    /// Everything received until the peer closes or `limit` passes; `closed` says which.
+    std::string receive_until_closed(std::chrono::milliseconds limit, bool& closed) const {
+        std::string all;
+        closed = false;
+        const auto until = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < until) {
+            pollfd p{fd, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            char buffer[4096];
+            const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+            if (n <= 0) {
+                closed = true;
+                break;
+            }
+            all.append(buffer, static_cast<std::size_t>(n));
+        }
+        return all;
+    }
+    int fd = -1;
+};
+
+/// How many HTTP responses `text` holds (status lines).
+int responses_in(const std::string& text) {
+    int n = 0;
+    for (std::size_t at = text.find("HTTP/1.1 "); at != std::string::npos; at = text.find("HTTP/1.1 ", at + 1)) ++n;
+    return n;
 }
 
 }  // namespace
@@ -631,4 +686,39 @@ TEST_CASE("a request above the upstream's whole per-minute token limit is answer
         gw.stop();
         mock.stop();
     }
+}
+
+TEST_CASE("disagreeing lengths are refused with 400 and the connection ends, so nothing is smuggled",
+          "[gateway][http][issue14]") {
+    rig r({key("sk-alice-1", "alice", 60)});
+    const std::string body = chat_body();
+    // A front proxy that believes the second Content-Length (0) would pass the
+    // body on as the next request: here a second chat request.
+    const std::string smuggled = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-alice-1\r\n"
+                                 "Content-Type: application/json\r\nContent-Length: " +
+                                 std::to_string(body.size()) + "\r\n\r\n" + body;
+    for (const std::string& second : {std::string("Content-Length: 0\r\n"),
+                                      "Content-Length: " + std::to_string(smuggled.size() + 1) + "\r\n",
+                                      std::string("Transfer-Encoding: chunked\r\n")}) {
+        INFO(second);
+        raw_connection conn(r.port);
+        REQUIRE(conn.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-alice-1\r\n"
+                          "Content-Type: application/json\r\nContent-Length: " +
+                          std::to_string(smuggled.size()) + "\r\n" + second + "\r\n" + smuggled));
+        bool closed = false;
+        const std::string answer = conn.receive_until_closed(5s, closed);
+        CHECK(answer.rfind("HTTP/1.1 400", 0) == 0);
+        CHECK(answer.find("invalid_framing") != std::string::npos);
+        CHECK(responses_in(answer) == 1);
+        CHECK(closed);
+    }
+    // The same value twice is one length: accepted.
+    raw_connection same(r.port);
+    REQUIRE(same.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-alice-1\r\n"
+                      "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+    bool closed = false;
+    CHECK(same.receive_until_closed(5s, closed).rfind("HTTP/1.1 200", 0) == 0);
+    CHECK(r.mock->totals().requests_total == 1);
+    CHECK(r.gw->counters().rejected_count(gateway::reason::bad_request) == 3);
 }

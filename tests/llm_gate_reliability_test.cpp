@@ -420,3 +420,117 @@ TEST_CASE("a configured limit too large for any bucket is rejected naming the fi
     }
     CHECK_THAT(message, Catch::Contains("tokens_per_minute"));
 }
+
+// ---------------------------------------------------------------------------
+// close(): a stopping program wakes every waiter (issue 14 item 3)
+// ---------------------------------------------------------------------------
+
+TEST_CASE("a closed gate refuses every call at once: acquire and reserve throw gate_closed, try_* give nothing",
+          "[gate][reliability][close]") {
+    manual_clock clock;
+    gate<manual_clock> g(exact(600, 60'000, 2), clock);
+    auto held = g.acquire({10, 10});
+    CHECK_FALSE(g.closed());
+    g.close();
+    g.close();  // idempotent
+    CHECK(g.closed());
+    const auto before = clock.now();
+    CHECK_THROWS_AS(g.acquire({10, 10}), ratelimit::llm::gate_closed);
+    CHECK_THROWS_AS(g.reserve({10, 10}), ratelimit::llm::gate_closed);
+    CHECK_FALSE(g.try_acquire({10, 10}));
+    CHECK_FALSE(g.try_acquire_until({10, 10}, clock.now() + 5s));
+    CHECK(clock.now() == before);  // nobody slept
+    // A ticket handed out before the close still settles.
+    held.complete(200, usage{10, 5});
+    const auto s = g.snapshot();
+    CHECK(s.completed == 1);
+    CHECK(s.in_flight == 0);
+    CHECK(s.waiting == 0);
+}
+
+TEST_CASE("ticket::wait on a closed gate throws gate_closed instead of sleeping to ready_at or through a pause",
+          "[gate][reliability][close]") {
+    manual_clock clock;
+    gate<manual_clock> g(exact(60, 60'000), clock);  // a bucket of 1 request, 1 per second
+    auto first = g.acquire({1, 1});
+    auto second = g.reserve({1, 1});  // the bucket is empty: ready 1 s from now
+    CHECK(second.ready_at() == clock.now() + 1s);
+    first.complete(429, headers{{"retry-after", "20"}});  // and a 20 s pause on top
+    g.close();
+    const auto before = clock.now();
+    CHECK_THROWS_AS(second.wait(), ratelimit::llm::gate_closed);
+    CHECK(clock.now() == before);  // a manual clock would have moved 20 s had it slept
+    second.complete(200);
+    CHECK(g.snapshot().completed == 1);
+}
+
+TEST_CASE("ticket::wait on an open gate still sleeps through a pause, and a ready ticket does not throw after close",
+          "[gate][reliability][close]") {
+    manual_clock clock;
+    gate<manual_clock> g(exact(60, 60'000), clock);
+    auto first = g.acquire({1, 1});
+    auto second = g.reserve({1, 1});
+    first.complete(429, headers{{"retry-after", "20"}});
+    const auto start = clock.now();
+    second.wait();
+    CHECK(clock.now() - start == 20s);
+    g.close();
+    CHECK_NOTHROW(second.wait());  // nothing left to wait for
+}
+
+TEST_CASE("close wakes at once the callers waiting for a slot, in line during a 429 pause and in ticket::wait",
+          "[gate][reliability][close][thread]") {
+    using steady = std::chrono::steady_clock;
+    gate<steady> slots(exact(600'000, 60'000'000, 1));  // one slot
+    auto held = slots.acquire({1, 1});
+    gate<steady> paused(exact(60, 60'000));  // a bucket of 1 request
+    auto throttled = paused.acquire({1, 1});
+    throttled.complete(429, headers{{"retry-after", "120"}});  // a 2-minute pause
+    auto reserved = paused.reserve({1, 1});                     // ready after the pause
+
+    std::atomic<int> closed_seen{0};
+    std::atomic<int> other{0};
+    const auto expect_closed = [&](auto call) {
+        return [&, call] {
+            try {
+                call();
+                ++other;
+            } catch (const ratelimit::llm::gate_closed&) {
+                ++closed_seen;
+            } catch (...) {
+                ++other;
+            }
+        };
+    };
+    std::atomic<int> try_gave_nothing{0};
+    std::vector<std::thread> threads;
+    threads.emplace_back(expect_closed([&] { (void)slots.acquire({1, 1}); }));   // waits for the slot
+    threads.emplace_back(expect_closed([&] { (void)slots.reserve({1, 1}); }));   // waits for the slot too
+    threads.emplace_back(expect_closed([&] { (void)paused.acquire({1, 1}); }));  // head of the line, paused
+    threads.emplace_back(expect_closed([&] { (void)paused.acquire({1, 1}); }));  // behind it
+    threads.emplace_back(expect_closed([&] { reserved.wait(); }));               // in ticket::wait
+    threads.emplace_back([&] {
+        if (!paused.try_acquire_until({1, 1}, steady::now() + 10min)) ++try_gave_nothing;
+    });
+    // Every caller is blocked before the close (a bounded wait, not a timing assertion).
+    const auto give_up = steady::now() + 20s;
+    while ((slots.snapshot().waiting < 2 || paused.snapshot().waiting < 4) && steady::now() < give_up) {
+        std::this_thread::sleep_for(1ms);
+    }
+    REQUIRE(slots.snapshot().waiting == 2);
+    REQUIRE(paused.snapshot().waiting == 4);
+
+    const auto closed_at = steady::now();
+    slots.close();
+    paused.close();
+    for (std::thread& t : threads) t.join();
+    // Woken, not released by the pause's end 2 minutes on (the bound is loose on purpose).
+    CHECK(steady::now() - closed_at < 60s);
+    CHECK(closed_seen == 5);
+    CHECK(other == 0);
+    CHECK(try_gave_nothing == 1);
+    CHECK(slots.snapshot().waiting == 0);
+    CHECK(paused.snapshot().waiting == 0);
+    held.complete(200);
+    reserved.complete(200);
+}

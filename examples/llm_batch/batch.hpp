@@ -858,7 +858,14 @@ public:
         std::vector<std::thread> workers;
         workers.reserve(static_cast<std::size_t>(options_.concurrency));
         for (int i = 0; i < options_.concurrency; ++i) workers.emplace_back([this, i] { work(i); });
+        std::thread watcher([this] { close_gate_on_stop(); });
         for (std::thread& t : workers) t.join();
+        {
+            std::lock_guard lock(watch_mutex_);
+            workers_done_ = true;
+        }
+        watch_wake_.notify_all();
+        watcher.join();
         output_.reset();  // closes the file and releases its lock: the run is over
         count_rest();
         if (progress) progress->finish();
@@ -890,6 +897,19 @@ private:
 
     [[nodiscard]] bool stopping() const noexcept {
         return fatal_flag_.load() || (options_.stop != nullptr && options_.stop->load());
+    }
+
+    /// Closes the gate within 50 ms of a stop (the flag is set by a signal
+    /// handler, which cannot notify), so workers waiting in the gate's line, a
+    /// 429 pause included, give up their line at once; returns when the workers are done.
+    void close_gate_on_stop() {
+        std::unique_lock lock(watch_mutex_);
+        while (!watch_wake_.wait_for(lock, std::chrono::milliseconds(50), [this] { return workers_done_; })) {
+            if (stopping()) {
+                gate_.close();
+                return;
+            }
+        }
     }
 
     void warn(const std::string& message) const {
@@ -1029,6 +1049,8 @@ private:
                     // The gate's line: charged only when the request goes, so the
                     // tokens finished requests give back serve the next ones.
                     ticket.emplace(gate_.acquire(cost));
+                } catch (const ratelimit::llm::gate_closed&) {
+                    return left_unfinished();  // stopping: --resume sends it
                 } catch (const ratelimit::capacity_exceeded& e) {
                     return write_record(rng, j, std::nullopt,
                                         record_error{"request_too_large", std::string("can never fit the limit: ") + e.what()});
@@ -1077,7 +1099,9 @@ private:
                     break;
                 }
                 const ratelimit::quota_snapshot quota = ratelimit::parse_rate_limit_headers(res->headers);
-                delay = quota.retry_after ? std::chrono::ceil<std::chrono::milliseconds>(*quota.retry_after)
+                // A server's retry-after is obeyed up to the gate's max_pause (10 min), as the gate does.
+                delay = quota.retry_after ? std::chrono::ceil<std::chrono::milliseconds>(
+                                                std::min(*quota.retry_after, gate_.config().max_pause))
                                           : backoff_delay(attempt, options_.backoff_initial, options_.backoff_max, unit(rng));
             }
             if (!sleep_until(steady::now() + delay)) return left_unfinished();
@@ -1174,6 +1198,10 @@ private:
     std::int64_t retried_ = 0;     // failed records dropped from the output to be sent again
     std::exception_ptr fatal_;
     std::atomic<bool> fatal_flag_{false};
+
+    std::mutex watch_mutex_;  // guards workers_done_
+    std::condition_variable watch_wake_;
+    bool workers_done_ = false;
 };
 
 /// Sets up and runs a batch; see runner.

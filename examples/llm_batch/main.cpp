@@ -38,6 +38,9 @@ const char* description =
     "those whose record is a transient error (network_error, server_error,\n"
     "rate_limited, http_408); --retry-failed (implies --resume) sends every failed\n"
     "line again. Each record names its input line (\"line\": N) besides custom_id.\n"
+    "A server's retry-after (or reset) pauses the run at most 10 min, however long\n"
+    "it asks for (the gate's max_pause). SIGINT/SIGTERM: requests in flight finish,\n"
+    "nothing new is sent, and waits in the gate (a 429 pause included) end at once.\n"
     "Requests without max_tokens/max_completion_tokens reserve 256 output tokens.\n"
     "Exit status: 0 all succeeded, 1 some failed, 2 usage error, 130 interrupted.";
 

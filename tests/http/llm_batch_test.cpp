@@ -951,3 +951,37 @@ TEST_CASE("an output naming a directory is refused as a directory", "[llm_batch]
     }
     CHECK(with_resume.find("is a directory") != std::string::npos);
 }
+
+TEST_CASE("SIGTERM during a long 429 pause ends the program at once, with every line left for --resume",
+          "[llm_batch][http][program][issue14]") {
+    scripted_server server;
+    server.answer(429, {{"retry-after", "60"}});
+    temp_dir dir;
+    write_batch(dir.file("in.jsonl"), 3);
+    // --rpm 60: a bucket of one request, so the second worker waits in the gate's line when the pause begins.
+    ratelimit_test::child c = ratelimit_test::spawn(
+        LLM_BATCH_BINARY, {"--input", dir.file("in.jsonl"), "--output", dir.file("out.jsonl"), "--base-url",
+                           "http://127.0.0.1:" + std::to_string(server.port), "--rpm", "60", "--concurrency", "2",
+                           "--no-progress"});
+    REQUIRE(eventually([&] { return server.count() >= 1; }));
+    ::kill(c.pid, SIGTERM);
+    // Bounded: the pause is 60 s; the program must end long before (or it is killed and the test fails).
+    int status = 0;
+    bool exited = false;
+    const auto give_up = std::chrono::steady_clock::now() + 15s;
+    while (!exited && std::chrono::steady_clock::now() < give_up) {
+        exited = ::waitpid(c.pid, &status, WNOHANG) == c.pid;
+        if (!exited) std::this_thread::sleep_for(10ms);
+    }
+    if (!exited) {
+        ::kill(c.pid, SIGKILL);
+        (void)::waitpid(c.pid, &status, 0);
+    }
+    ::close(c.out);
+    ::close(c.err);
+    REQUIRE(exited);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    CHECK(read_records(dir.file("out.jsonl")).empty());
+    CHECK(server.count() == 1);  // nothing sent after the stop
+}

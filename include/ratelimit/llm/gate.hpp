@@ -108,10 +108,16 @@ struct stats {
     std::int64_t tokens_per_minute = 0;    ///< limit in force (configured or learned), 0: unknown
     std::chrono::nanoseconds total_wait{0};  ///< summed over admissions: ready_at − request time
     std::chrono::nanoseconds paused_for{0};  ///< the current 429 pause still to run, 0 when none
+    std::int64_t waiting = 0;  ///< callers blocked now: for a slot, in line for the quota, or in ticket::wait
 };
 
 /// acquire() would wait longer than gate_config::max_wait.
 struct gate_timeout : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// The gate was closed (gate::close) before the request could go.
+struct gate_closed : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
@@ -151,6 +157,12 @@ struct gate_timeout : std::runtime_error {
 /// deadline of time_point::max() (or too far to convert to a condition
 /// variable's clock) means no deadline, on every clock. An exception while
 /// waiting in line leaves the line as it was.
+///
+/// Closing: `close()` (for a program that is stopping) ends every wait at
+/// once, for a slot, in line or in ticket::wait, on every clock: `acquire`,
+/// `reserve` and `ticket::wait` throw gate_closed, `try_acquire*` give
+/// nothing; and so do all later calls. Tickets already handed out stay
+/// valid (complete() settles them).
 template <clock Clock = std::chrono::steady_clock>
 class gate {
 public:
@@ -160,7 +172,14 @@ public:
     class ticket;
 
     explicit gate(gate_config config, Clock c = {}) : config_(checked(config)), clock_(std::move(c)) {
-        if (config_.max_concurrent > 0) slots_.emplace(config_.max_concurrent, clock_);
+        if (config_.max_concurrent > 0) {
+            // One slot more than configured, held by the gate itself until
+            // close(): released then, it wakes the first caller waiting for a
+            // slot, who passes it on as it leaves, and so on down the line.
+            const std::int64_t spare = config_.max_concurrent < std::numeric_limits<std::int64_t>::max() ? 1 : 0;
+            slots_.emplace(config_.max_concurrent + spare, clock_);
+            spare_slot_ = slots_->try_lease(spare);
+        }
         std::lock_guard lock(mutex_);
         requests_.configured = config_.requests_per_minute > 0;
         tokens_.configured = config_.tokens_per_minute > 0;
@@ -182,22 +201,23 @@ public:
         check(cost);
         {
             std::lock_guard lock(mutex_);
+            throw_if_closed();
             throw_if_never_fits(cost);
         }
         if (config_.max_wait != std::chrono::nanoseconds::max()) {
             std::optional<ticket> t = try_acquire_until(cost, detail::deadline_after(clock_.now(), std::chrono::duration_cast<duration>(config_.max_wait)));
             if (!t) {
                 std::lock_guard lock(mutex_);
+                throw_if_closed();
                 throw_if_never_fits(cost);  // a header lowered a limit below the cost while it waited
                 throw gate_timeout("ratelimit::llm::gate: the request would wait longer than max_wait (" +
                                    std::to_string(config_.max_wait.count()) + "ns)");
             }
             return std::move(*t);
         }
-        std::optional<slot_type> slot;
-        if (slots_) slot.emplace(slots_->lease(1));
+        std::optional<slot_type> slot = wait_for_slot();
         std::optional<ticket> t = admit(cost, std::nullopt, std::move(slot));
-        if (!t) throw_if_never_fits_locked(cost);  // a header lowered a limit below the cost while it waited
+        if (!t) throw_if_never_fits_locked(cost);  // closed, or a header lowered a limit below the cost meanwhile
         t->wait();
         return std::move(*t);
     }
@@ -215,7 +235,7 @@ public:
         if (slots_ && !slot) {
             {
                 std::lock_guard lock(mutex_);
-                if (never_fits(cost)) return std::nullopt;  // before waiting for a slot (admit checks again)
+                if (closed_ || never_fits(cost)) return std::nullopt;  // before waiting for a slot (admit checks again)
             }
             if (t == time_point::max()) {
                 slot.emplace(slots_->lease(1));  // no deadline: never a timed wait to the end of time
@@ -225,7 +245,13 @@ public:
             }
         }
         std::optional<ticket> admitted = admit(cost, t, std::move(slot));
-        if (admitted) admitted->wait();
+        if (admitted) {
+            try {
+                admitted->wait();
+            } catch (const gate_closed&) {
+                return std::nullopt;  // the ticket is dropped: its slot goes to the next waiter
+            }
+        }
         return admitted;
     }
 
@@ -237,11 +263,12 @@ public:
         check(cost);
         {
             std::lock_guard lock(mutex_);
+            throw_if_closed();
             throw_if_never_fits(cost);
         }
-        std::optional<slot_type> slot;
-        if (slots_) slot.emplace(slots_->lease(1));
+        std::optional<slot_type> slot = wait_for_slot();
         std::lock_guard lock(mutex_);
+        throw_if_closed();
         throw_if_never_fits(cost);  // a header may have lowered a limit meanwhile
         const time_point now = clock_.now();
         ticket t = charge(cost, now, std::move(slot));
@@ -249,10 +276,35 @@ public:
         return t;
     }
 
+    /// Closes the gate for good: every caller waiting in acquire, reserve,
+    /// try_acquire_until or ticket::wait returns at once (acquire, reserve
+    /// and wait throw gate_closed; try_* give nothing), and so does every
+    /// later call. Tickets already handed out stay valid. Idempotent;
+    /// thread-safe; O(waiters).
+    void close() {
+        std::optional<slot_type> spare;
+        {
+            std::lock_guard lock(mutex_);
+            if (closed_) return;
+            closed_ = true;
+            for (waiter* w = line_head_; w != nullptr; w = w->next) w->wake.notify_one();
+            ready_wake_.notify_all();
+            spare = std::move(spare_slot_);
+        }
+        // `spare` is released here, outside the lock: the first slot waiter wakes.
+    }
+
+    /// True once close() was called.
+    [[nodiscard]] bool closed() const {
+        std::lock_guard lock(mutex_);
+        return closed_;
+    }
+
     /// Counters and the limits in force.
     [[nodiscard]] stats snapshot() const {
         std::lock_guard lock(mutex_);
         stats s = stats_;
+        s.waiting = line_length_ + ticket_waiters_ + (slots_ ? slots_->waiting() : 0);
         s.requests_per_minute = requests_.per_minute;
         s.tokens_per_minute = tokens_.per_minute;
         const time_point now = clock_.now();
@@ -326,6 +378,39 @@ private:
                                         std::to_string(c.max_pause.count()) + "ns");
         }
         return c;
+    }
+
+    /// Requires mutex_.
+    void throw_if_closed() const {
+        if (closed_) throw gate_closed(std::string(name) + ": closed");
+    }
+
+    /// A slot, waiting for one first come first served (none when the gate
+    /// has no concurrency bound); throws gate_closed when closed meanwhile.
+    std::optional<slot_type> wait_for_slot() {
+        std::optional<slot_type> slot;
+        if (!slots_) return slot;
+        slot.emplace(slots_->lease(1));
+        std::lock_guard lock(mutex_);
+        throw_if_closed();  // `slot` goes back as this unwinds: the next waiter wakes
+        return slot;
+    }
+
+    /// Sleeps until `ready` and the end of any 429 pause; throws gate_closed
+    /// when the gate is closed before then. For ticket::wait.
+    void wait_ready(time_point ready) {
+        std::unique_lock lock(mutex_);
+        ++ticket_waiters_;
+        struct leave {
+            std::int64_t& count;
+            ~leave() { --count; }
+        } counted{ticket_waiters_};
+        for (;;) {
+            const time_point until = std::max(ready, pause_until_);
+            if (until <= clock_.now()) return;
+            throw_if_closed();
+            wait_until(lock, ready_wake_, until);
+        }
     }
 
     static void check(const request_cost& cost) {
@@ -490,7 +575,7 @@ private:
     std::optional<ticket> admit(const request_cost& cost, std::optional<time_point> deadline,
                                 std::optional<slot_type> slot) {
         std::unique_lock lock(mutex_);
-        if (never_fits(cost)) return std::nullopt;
+        if (closed_ || never_fits(cost)) return std::nullopt;
         const time_point requested = clock_.now();
         if (line_head_ == nullptr) {
             const time_point ready = earliest(cost, requested);
@@ -501,7 +586,7 @@ private:
         }
         place_in_line place(*this, lock, cost);
         for (;;) {
-            if (never_fits(cost)) return std::nullopt;
+            if (closed_ || never_fits(cost)) return std::nullopt;
             const time_point now = clock_.now();
             if (place.first()) {
                 const time_point ready = earliest(cost, now);
@@ -510,10 +595,10 @@ private:
                     return charge_now(cost, requested, now, std::move(slot));
                 }
                 if (deadline && ready > *deadline) return std::nullopt;
-                wait_until(lock, place.self(), ready);
+                wait_until(lock, place.self().wake, ready);
             } else {
                 if (deadline && now >= *deadline) return std::nullopt;
-                wait_until(lock, place.self(), deadline.value_or(time_point::max()));
+                wait_until(lock, place.self().wake, deadline.value_or(time_point::max()));
             }
         }
     }
@@ -525,22 +610,22 @@ private:
     /// to the condition variable as they are; any other clock's deadline is
     /// waited for as the time left (libstdc++ would convert it through
     /// steady_clock and overflow), and a time left too long for that is no deadline.
-    void wait_until(std::unique_lock<std::mutex>& lock, waiter& self, time_point t) {
+    void wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& wake, time_point t) {
         if (t == time_point::max()) {
-            self.wake.wait(lock);
+            wake.wait(lock);
         } else if constexpr (requires(Clock& c) { c.sleep_until(t); }) {
             lock.unlock();
             ratelimit::sleep_until(clock_, t);
             lock.lock();
         } else if constexpr (std::is_same_v<Clock, std::chrono::steady_clock> ||
                              std::is_same_v<Clock, std::chrono::system_clock>) {
-            self.wake.wait_until(lock, t);
+            wake.wait_until(lock, t);
         } else {
             const std::optional<std::chrono::nanoseconds> left = time_left(clock_.now(), t);
             if (!left) {
-                self.wake.wait(lock);
+                wake.wait(lock);
             } else if (*left > std::chrono::nanoseconds::zero()) {
-                self.wake.wait_for(lock, *left);
+                wake.wait_for(lock, *left);
             }
         }
     }
@@ -557,6 +642,7 @@ private:
     }
 
     void enqueue(waiter& w) {
+        ++line_length_;
         if (line_tail_ == nullptr) {
             line_head_ = line_tail_ = &w;
         } else {
@@ -566,6 +652,7 @@ private:
     }
 
     void dequeue_head() {
+        --line_length_;
         line_head_ = line_head_->next;
         if (line_head_ == nullptr) line_tail_ = nullptr;
         wake_head();
@@ -578,6 +665,7 @@ private:
         }
         for (waiter* p = line_head_; p != nullptr; p = p->next) {
             if (p->next == &w) {
+                --line_length_;
                 p->next = w.next;
                 if (line_tail_ == &w) line_tail_ = p;
                 return;
@@ -592,6 +680,7 @@ private:
 
     void throw_if_never_fits_locked(const request_cost& cost) {
         std::lock_guard lock(mutex_);
+        throw_if_closed();
         throw_if_never_fits(cost);
         throw std::logic_error(std::string(name) + ": admission failed without a deadline");
     }
@@ -717,6 +806,11 @@ private:
     stats stats_;
     waiter* line_head_ = nullptr;  // callers waiting for the quota, first come first served
     waiter* line_tail_ = nullptr;
+    std::int64_t line_length_ = 0;
+    std::int64_t ticket_waiters_ = 0;       // callers in ticket::wait
+    std::condition_variable ready_wake_;    // ticket::wait sleeps on it; close() wakes it
+    bool closed_ = false;
+    std::optional<slot_type> spare_slot_;   // see the constructor; released by close()
 
 public:
     /// Admission for one request: holds its concurrency slot until complete()
@@ -749,14 +843,11 @@ public:
         /// True until complete() (or a move) ends it.
         [[nodiscard]] bool active() const noexcept { return gate_ != nullptr; }
 
-        /// Sleeps until ready_at() and the end of any 429 pause that began since.
+        /// Sleeps until ready_at() and the end of any 429 pause that began
+        /// since. Throws gate_closed when the gate is closed before then.
         void wait() {
             if (gate_ == nullptr) return;
-            for (;;) {
-                const time_point until = std::max(ready_at_, gate_->paused_until());
-                if (until <= gate_->clock_.now()) return;
-                ratelimit::sleep_until(gate_->clock_, until);
-            }
+            gate_->wait_ready(ready_at_);
         }
 
         /// Ends the request: `http_status` and the response `headers` (any range

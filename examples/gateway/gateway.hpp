@@ -78,6 +78,12 @@ inline std::vector<api_key> parse_keys(std::string_view text) {
         }
         entry.key = k["key"].get<std::string>();
         entry.user = k["user"].get<std::string>();
+        // A bearer key is one token (RFC 6750): a key with a space, tab, newline or
+        // other control character could never be presented, so it never matches.
+        for (const char c : entry.key) {
+            if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+                throw std::invalid_argument(at + ".key contains whitespace or a control character (a key is one token)");
+        }
         for (const char* field : {"requests_per_minute", "tokens_per_minute"}) {
             const auto f = k.find(field);
             if (f == k.end() || !f->is_number_integer() || f->get<std::int64_t>() < 1 ||
@@ -124,6 +130,7 @@ struct config {
     std::int64_t max_body_bytes = 1 << 20;
     std::chrono::milliseconds max_wait{10'000};  ///< longest wait in the upstream line, then 429
     std::chrono::seconds upstream_timeout{120};  ///< read timeout for the upstream's answer
+    std::chrono::milliseconds body_timeout{10'000};  ///< longest time a request body may take to arrive
     int threads = 64;                            ///< worker threads = requests handled at once
     std::int64_t default_max_tokens = 256;       ///< charged when a request names no max_tokens
 };
@@ -508,7 +515,8 @@ private:
         http_.set_logger([](const httplib::Request& req, const httplib::Response&) {
             examples::http::end_marked_connection(req, std::chrono::seconds(1));
         });
-        http_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { chat(req, res); });
+        http_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res,
+                                                  const httplib::ContentReader& reader) { receive_chat(req, res, reader); });
         http_.Get("/v1/limits", [this](const httplib::Request& req, httplib::Response& res) { limits(req, res); });
         http_.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
         http_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
@@ -527,6 +535,14 @@ private:
                 res.set_header("Connection", "close");
                 return httplib::Server::HandlerResponse::Handled;
             }
+            if (res.status == 404) {
+                if (const char* allow = allowed_methods(req.path); allow != nullptr) {
+                    res.set_header("Allow", allow);
+                    send_json(res, 405, error_body("Method " + req.method + " is not allowed on " + req.path + " (allowed: " + allow + ").",
+                                                   "invalid_request_error", "method_not_allowed"));
+                    return httplib::Server::HandlerResponse::Handled;
+                }
+            }
             const std::string what = res.status == 404 ? "Unknown path " + req.method + " " + req.path
                                                        : "HTTP status " + std::to_string(res.status);
             send_json(res, res.status, error_body(what, "invalid_request_error", res.status == 404 ? "unknown_url" : "http_error"));
@@ -535,6 +551,13 @@ private:
         http_.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
             send_json(res, 500, error_body("internal error", "server_error", "internal_error"));
         });
+    }
+
+    /// The methods a route takes (for 405's Allow), or nullptr for an unknown path.
+    static const char* allowed_methods(const std::string& path) {
+        if (path == "/v1/chat/completions") return "POST";
+        if (path == "/v1/limits" || path == "/health" || path == "/metrics") return "GET, HEAD";
+        return nullptr;
     }
 
     /// The user limiter's answer for one call.
@@ -557,15 +580,52 @@ private:
                                                ";w=60;qu=\"tokens\"");
     }
 
-    void chat(const httplib::Request& req, httplib::Response& res) {
+    /// Authenticates on the headers, then reads the body (chunked or not) up to
+    /// max_body_bytes and body_timeout; a body refused unread or cut short ends
+    /// its connection after the answer. Any content type is read as JSON (curl
+    /// -d sends application/x-www-form-urlencoded), except multipart (415).
+    void receive_chat(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
         const caller* who = authenticate(req);
-        if (who == nullptr) return unauthorized(req, res);
-        if (static_cast<std::int64_t>(req.body.size()) > config_.max_body_bytes) {  // httplib normally catches it first
-            return reject(res, reason::body_too_large, 413,
-                          "The request body exceeds " + std::to_string(config_.max_body_bytes) + " bytes.",
-                          "invalid_request_error", "request_too_large");
+        const auto refuse_unread = [&res] { examples::http::close_after_answer(res); };
+        if (who == nullptr) {
+            unauthorized(req, res);
+            return refuse_unread();
         }
-        const chat_cost parsed = estimate_chat(req.body, config_.default_max_tokens);
+        const std::string too_large = "The request body exceeds " + std::to_string(config_.max_body_bytes) + " bytes.";
+        if (const auto length = examples::http::content_length(req);
+            length && *length > static_cast<std::uint64_t>(config_.max_body_bytes)) {
+            reject(res, reason::body_too_large, 413, too_large, "invalid_request_error", "request_too_large");
+            return refuse_unread();
+        }
+        if (req.is_multipart_form_data()) {
+            reject(res, reason::bad_request, 415, "The request body must be JSON (Content-Type: application/json).",
+                   "invalid_request_error", "unsupported_media_type");
+            return refuse_unread();
+        }
+        const examples::http::body body = examples::http::read_body(
+            reader, static_cast<std::uint64_t>(config_.max_body_bytes), std::chrono::steady_clock::now() + config_.body_timeout);
+        switch (body.status) {
+        case examples::http::body_status::complete:
+            return chat(req, body.bytes, *who, res);
+        case examples::http::body_status::too_large:
+            reject(res, reason::body_too_large, 413, too_large, "invalid_request_error", "request_too_large");
+            break;
+        case examples::http::body_status::too_slow:
+            reject(res, reason::bad_request, 408,
+                   "The request body did not arrive within " + std::to_string(config_.body_timeout.count()) + " ms.",
+                   "invalid_request_error", "request_timeout");
+            break;
+        case examples::http::body_status::broken:
+            reject(res, reason::bad_request, 400, "The request body could not be read (broken chunked encoding or a stalled sender).",
+                   "invalid_request_error", "invalid_body");
+            break;
+        }
+        refuse_unread();
+    }
+
+    void chat(const httplib::Request& req, const std::string& body, const caller& caller_of_key, httplib::Response& res) {
+        const caller* who = &caller_of_key;
+        const chat_cost parsed = estimate_chat(body, config_.default_max_tokens);
         if (parsed.error) {
             metrics_.rejected(reason::bad_request);
             return send_json(res, 400, *parsed.error);
@@ -624,18 +684,23 @@ private:
         }
         metrics_.waited(std::chrono::steady_clock::now() - asked);
         metrics_.admitted();
-        proxy(req, res, *ticket, *who, cost);
+        proxy(req, body, res, *ticket, *who, cost);
     }
 
-    void proxy(const httplib::Request& req, httplib::Response& res, ratelimit::llm::gate<>::ticket& ticket,
-               const caller& who, const ratelimit::llm::request_cost& cost) {
+    void proxy(const httplib::Request& req, const std::string& body, httplib::Response& res,
+               ratelimit::llm::gate<>::ticket& ticket, const caller& who, const ratelimit::llm::request_cost& cost) {
         httplib::Headers headers;
         if (!config_.upstream_key.empty()) headers.emplace("Authorization", "Bearer " + config_.upstream_key);
         std::unique_ptr<httplib::Client> client = borrow_client();
-        httplib::Result result = client->Post(upstream_.base_path + req.path, headers, req.body, "application/json");
+        httplib::Result result = client->Post(upstream_.base_path + req.path, headers, body, "application/json");
+        // The user's charge comes back whenever the upstream did not do the work.
+        const auto refund_user = [&] {
+            per_user_.with(who.user, [total = cost.total()](ratelimit::dual_bucket<>& b) { b.refund(total); });
+        };
         if (!result) {
             metrics_.upstream_unreachable();
             ticket.complete(502);
+            refund_user();
             return send_json(res, 502, error_body("The upstream did not answer (" + httplib::to_string(result.error()) + ").",
                                                   "server_error", "upstream_unreachable"));
         }
@@ -648,12 +713,22 @@ private:
             // caller to retry forever. Its headers still teach the gate the
             // limit, but this is no sign of a spent quota, so no pause.
             ticket.complete(400, up.headers);
-            per_user_.with(who.user, [total = cost.total()](ratelimit::dual_bucket<>& b) { b.refund(total); });
+            refund_user();
             return reject(res, reason::bad_request, 400,
                           "This request may use " + std::to_string(cost.total()) +
                               " tokens (prompt + max_tokens), above the upstream's whole per-minute limit.",
                           "invalid_request_error", "request_too_large");
         }
+        if (up.status == 401 || up.status == 403) {
+            // The upstream refused the gateway's own key: the caller's request was
+            // fine, and the upstream's body (which may show the masked key) stays here.
+            ticket.complete(up.status, up.headers);
+            refund_user();
+            return send_json(res, 502, error_body("The upstream refused the gateway's credentials (HTTP " + std::to_string(up.status) +
+                                                      "). This is the gateway's configuration, not your key.",
+                                                  "server_error", "upstream_auth_failed"));
+        }
+        if (up.status >= 500) refund_user();
         std::optional<ratelimit::llm::usage> used;
         if (up.status >= 200 && up.status < 300) {
             const json body = json::parse(up.body, nullptr, false);

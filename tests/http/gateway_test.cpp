@@ -722,3 +722,113 @@ TEST_CASE("disagreeing lengths are refused with 400 and the connection ends, so 
     CHECK(r.mock->totals().requests_total == 1);
     CHECK(r.gw->counters().rejected_count(gateway::reason::bad_request) == 3);
 }
+
+TEST_CASE("a 9 KB JSON body sent as application/x-www-form-urlencoded is read as JSON, not refused as too large",
+          "[gateway][http][issue14]") {
+    rig r({key("sk-alice-1", "alice", 60)});
+    auto c = r.client();
+    const std::string body = chat_body(16, std::string(9000, 'x'));
+    REQUIRE(body.size() > 8192);  // httplib's own limit for form bodies
+    const auto res = c.Post("/v1/chat/completions", bearer("sk-alice-1"), body, "application/x-www-form-urlencoded");
+    REQUIRE(res);
+    CHECK(res->status == 200);
+    CHECK(r.mock->totals().admitted == 1);
+}
+
+TEST_CASE("a key with surrounding whitespace or a control character is refused at load", "[gateway][issue14]") {
+    for (const char* k : {" sk-a", "sk-a ", "sk-a\\n", "sk-\\ta", "\\nsk-a"}) {
+        INFO(k);
+        const std::string doc = std::string(R"({"keys": [{"key": ")") + k +
+                                R"(", "user": "u", "requests_per_minute": 1, "tokens_per_minute": 1}]})";
+        std::string message = "accepted";
+        try {
+            (void)gateway::parse_keys(doc);
+        } catch (const std::invalid_argument& e) {
+            message = e.what();
+        }
+        CHECK(message.find("keys[0].key") != std::string::npos);
+        CHECK(message.find('\n') == std::string::npos);
+    }
+}
+
+TEST_CASE("the upstream refusing the gateway's key is the gateway's own 502; the caller never sees the upstream's body",
+          "[gateway][http][issue14]") {
+    httplib::Server upstream;
+    std::atomic<int> status{401};
+    upstream.Post("/v1/chat/completions", [&](const httplib::Request&, httplib::Response& res) {
+        res.status = status.load();
+        res.set_content(R"({"error": {"message": "Incorrect API key provided: sk-upst********7f3a.", "code": "invalid_api_key"}})",
+                        "application/json");
+    });
+    const int upstream_port = upstream.bind_to_any_port("127.0.0.1");
+    std::thread serving([&] { upstream.listen_after_bind(); });
+    while (!upstream.is_running()) std::this_thread::sleep_for(1ms);
+    {
+        gateway::config g;
+        g.upstream = "http://127.0.0.1:" + std::to_string(upstream_port);
+        g.upstream_key = upstream_secret;
+        g.keys = {key("sk-alice-1", "alice", 3, 20000)};
+        gateway::server gw(g);
+        httplib::Client c("127.0.0.1", gw.start());
+        for (const int s : {401, 403}) {
+            status = s;
+            const auto res = chat(c, "sk-alice-1");
+            REQUIRE(res);
+            CHECK(res->status == 502);
+            CHECK(error_of(res)["code"] == "upstream_auth_failed");
+            CHECK(res->body.find("sk-upst") == std::string::npos);
+            CHECK(res->body.find("Incorrect API key") == std::string::npos);
+        }
+        status = 500;  // an upstream failure is not charged to the user either
+        const auto failed = chat(c, "sk-alice-1");
+        REQUIRE(failed);
+        CHECK(failed->status == 500);
+        const json limits = json::parse(c.Get("/v1/limits", bearer("sk-alice-1"))->body);
+        CHECK(limits["remaining"]["requests"] == 3);  // three requests, none done: all given back
+        gw.stop();
+    }
+    upstream.stop();
+    serving.join();
+}
+
+TEST_CASE("a user's quota comes back when the upstream answers 5xx or cannot be reached", "[gateway][http][issue14]") {
+    mock_upstream::config m;
+    m.min_latency_ms = m.max_latency_ms = 0;
+    m.error_rate = 1;  // every request answered 500
+    mock_upstream::server mock(m);
+    gateway::config g;
+    g.upstream = "http://127.0.0.1:" + std::to_string(mock.start());
+    g.keys = {key("sk-alice-1", "alice", 2, 20000)};
+    gateway::server gw(g);
+    httplib::Client c("127.0.0.1", gw.start());
+    for (int i = 0; i < 4; ++i) {  // twice the user's limit of 2 a minute: each is given back
+        const auto res = chat(c, "sk-alice-1");
+        REQUIRE(res);
+        CHECK(res->status == 500);
+    }
+    mock.stop();
+    const auto unreachable = chat(c, "sk-alice-1");
+    REQUIRE(unreachable);
+    CHECK(unreachable->status == 502);
+    const json limits = json::parse(c.Get("/v1/limits", bearer("sk-alice-1"))->body);
+    CHECK(limits["remaining"]["requests"] == 2);
+    CHECK(limits["remaining"]["tokens"] == 20000);
+    gw.stop();
+}
+
+TEST_CASE("a known path with the wrong method is 405 with Allow, an unknown path 404", "[gateway][http][issue14]") {
+    rig r({key("sk-alice-1", "alice", 60)});
+    auto c = r.client();
+    const auto get_chat = c.Get("/v1/chat/completions", bearer("sk-alice-1"));
+    REQUIRE(get_chat);
+    CHECK(get_chat->status == 405);
+    CHECK(get_chat->get_header_value("Allow") == "POST");
+    CHECK(error_of(get_chat)["code"] == "method_not_allowed");
+    const auto post_health = c.Post("/health", "{}", "application/json");
+    REQUIRE(post_health);
+    CHECK(post_health->status == 405);
+    CHECK(post_health->get_header_value("Allow") == "GET, HEAD");
+    const auto nowhere = c.Get("/v1/nowhere");
+    REQUIRE(nowhere);
+    CHECK(nowhere->status == 404);
+}

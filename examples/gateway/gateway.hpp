@@ -510,6 +510,21 @@ private:
                 examples::http::close_after_answer(res);
                 return httplib::Server::HandlerResponse::Handled;
             }
+            // Only the chat route reads a body (limited, after authentication):
+            // any other route would have httplib read it whole, chunked without
+            // limit, before answering 404 or 405. Answer those unread.
+            const bool has_body = req.has_header("Transfer-Encoding") || examples::http::content_length(req).value_or(0) > 0;
+            if (has_body && req.path != "/v1/chat/completions") {
+                if (const char* allow = allowed_methods(req.path); allow != nullptr) {
+                    res.set_header("Allow", allow);
+                    reject(res, reason::bad_request, 405, "Method " + req.method + " is not allowed on " + req.path + " (allowed: " + allow + ").",
+                           "invalid_request_error", "method_not_allowed");
+                } else {
+                    reject(res, reason::bad_request, 404, "Unknown path " + req.method + " " + req.path, "invalid_request_error", "unknown_url");
+                }
+                examples::http::close_after_answer(res);
+                return httplib::Server::HandlerResponse::Handled;
+            }
             return httplib::Server::HandlerResponse::Unhandled;
         });
         http_.set_logger([](const httplib::Request& req, const httplib::Response&) {

@@ -8,9 +8,9 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "../common/http_guard.hpp"
+
 #include <arpa/inet.h>
-#include <dirent.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -524,7 +524,7 @@ public:
             // Idle keep-alive connections would hold their worker for up to the
             // keep-alive timeout: end their reading side so they close now (an
             // answer being written still goes out).
-            for_each_connection(port_, [](int fd, std::string_view, int) {
+            examples::http::for_each_connection(port_, [](int fd, std::string_view, int) {
                 ::shutdown(fd, SHUT_RD);
                 return false;
             });
@@ -576,6 +576,7 @@ public:
 
     static constexpr std::int64_t history = 600;  ///< seconds of per_second kept
     static constexpr std::int64_t default_max_tokens = 256;
+    static constexpr std::uint64_t max_body_bytes = 16u << 20;  ///< larger request bodies are answered 413 unread
 
 private:
     /// httplib::Server with access to its listening socket, to raise the
@@ -604,8 +605,41 @@ private:
         const int threads = config_.threads;
         http_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
         http_.set_keep_alive_timeout(5);
-        http_.set_payload_max_length(16u << 20);
-        http_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { chat(req, res); });
+        http_.set_payload_max_length(max_body_bytes);
+        // Before any body is read: an ambiguous length is refused (RFC 9112
+        // §6.3), and a body sent to a route that takes none is not read; either
+        // way the connection ends after the answer.
+        http_.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+            std::optional<std::string> problem = examples::http::framing_error(req);
+            const bool has_body = req.has_header("Transfer-Encoding") || examples::http::content_length(req).value_or(0) > 0;
+            if (!problem && has_body && req.path != "/v1/chat/completions") problem = "No body is expected on " + req.method + " " + req.path + ".";
+            if (!problem) return httplib::Server::HandlerResponse::Unhandled;
+            send_json(res, 400, error_body(*problem, "invalid_request_error", "invalid_request"));
+            examples::http::close_after_answer(res);
+            return httplib::Server::HandlerResponse::Handled;
+        });
+        http_.set_logger([](const httplib::Request& req, const httplib::Response&) {
+            examples::http::end_marked_connection(req, std::chrono::seconds(1));
+        });
+        http_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res,
+                                                  const httplib::ContentReader& reader) {
+            // Read up to max_body_bytes, chunked or not, in at most 30 s; a body
+            // refused unread or cut short ends its connection after the answer.
+            if (examples::http::content_length(req).value_or(0) > max_body_bytes) {
+                send_json(res, 413, error_body("The request body exceeds " + std::to_string(max_body_bytes) + " bytes.",
+                                               "invalid_request_error", "request_too_large"));
+                return examples::http::close_after_answer(res);
+            }
+            const examples::http::body body =
+                examples::http::read_body(reader, max_body_bytes, std::chrono::steady_clock::now() + std::chrono::seconds(30));
+            if (body.status == examples::http::body_status::complete) return chat(req, body.bytes, res);
+            const bool large = body.status == examples::http::body_status::too_large;
+            send_json(res, large ? 413 : 400,
+                      error_body(large ? "The request body exceeds " + std::to_string(max_body_bytes) + " bytes."
+                                       : std::string("The request body could not be read in time or is malformed."),
+                                 "invalid_request_error", large ? "request_too_large" : "invalid_body"));
+            examples::http::close_after_answer(res);
+        });
         http_.Get("/stats", [this](const httplib::Request& req, httplib::Response& res) {
             std::int64_t window = history;
             if (req.has_param("seconds")) {
@@ -638,7 +672,7 @@ private:
     }
 
     // The chat completion endpoint: see the class comment for the order of decisions.
-    void chat(const httplib::Request& req, httplib::Response& res) {
+    void chat(const httplib::Request& req, const std::string& request_body, httplib::Response& res) {
         const std::uint64_t number = next_request_.fetch_add(1);
         count([](counters& c) { ++c.requests_total; });
         res.set_header("x-request-id", "req_mock_" + std::to_string(number));
@@ -649,7 +683,7 @@ private:
 
         if (config_.drop_rate > 0 && unit_draw(config_.seed, number, drop_draw) < config_.drop_rate) {
             sleep_for(latency);
-            if (const int fd = socket_of(req); fd >= 0) {
+            if (const int fd = examples::http::socket_of(req); fd >= 0) {
                 count([](counters& c) { ++c.dropped; });  // before the client can see it
                 ::shutdown(fd, SHUT_RDWR);  // httplib's write of the answer then fails; it closes the socket
                 return;
@@ -661,7 +695,7 @@ private:
 
         std::string model = "mock-1";
         std::int64_t prompt_tokens = 0, max_tokens = default_max_tokens;
-        if (auto problem = parse_chat(req.body, model, prompt_tokens, max_tokens)) {
+        if (auto problem = parse_chat(request_body, model, prompt_tokens, max_tokens)) {
             count([](counters& c) { ++c.bad_requests_400; });
             add_quota_headers(res, quota_.view(std::chrono::steady_clock::now()));
             return send_json(res, 400, *problem);
@@ -829,49 +863,6 @@ private:
         if (d <= std::chrono::milliseconds::zero()) return;
         std::unique_lock lock(sleep_mutex_);
         sleep_cv_.wait_for(lock, d, [this] { return stopped_; });
-    }
-
-    /// Calls `visit(fd, peer_host, peer_port)` for each connected socket of this
-    /// process whose local port is `local_port` (our accepted connections; the
-    /// listening socket has no peer, and our clients' sockets have another local
-    /// port) until it returns true. Linux: reads /proc/self/fd.
-    template <class Visit>
-    static void for_each_connection(int local_port, Visit visit) {
-        DIR* dir = ::opendir("/proc/self/fd");
-        if (dir == nullptr) return;
-        while (const dirent* entry = ::readdir(dir)) {
-            int fd = -1;
-            const std::string_view name(entry->d_name);
-            if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc{} || fd == ::dirfd(dir)) continue;
-            sockaddr_storage local{}, peer{};
-            socklen_t local_len = sizeof local, peer_len = sizeof peer;
-            if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 || port_of(local) != local_port) continue;
-            if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
-            std::array<char, NI_MAXHOST> host{};
-            if (::getnameinfo(reinterpret_cast<sockaddr*>(&peer), peer_len, host.data(), host.size(), nullptr, 0,
-                              NI_NUMERICHOST) != 0)
-                continue;
-            if (visit(fd, std::string_view(host.data()), port_of(peer))) break;
-        }
-        ::closedir(dir);
-    }
-
-    /// The socket this request arrived on, found by (local port, peer address,
-    /// peer port), or -1.
-    static int socket_of(const httplib::Request& req) {
-        int found = -1;
-        for_each_connection(req.local_port, [&](int fd, std::string_view host, int port) {
-            if (port != req.remote_port || host != req.remote_addr) return false;
-            found = fd;
-            return true;
-        });
-        return found;
-    }
-
-    static int port_of(const sockaddr_storage& a) {
-        if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
-        if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
-        return -1;
     }
 
     std::int64_t second_now() const {

@@ -5,6 +5,8 @@
 
 #include "gateway.hpp"
 #include "mock_upstream.hpp"
+#include "raw_http.hpp"
+#include "support/process.hpp"
 
 #include <netinet/in.h>
 #include <poll.h>
@@ -105,58 +107,6 @@ std::string everything(const httplib::Result& r) {
     std::string all = r->body;
     for (const auto& [name, value] : r->headers) all += "\n" + name + ": " + value;
     return all;
-}
-
-/// A raw TCP connection to 127.0.0.1:port, for requests httplib::Client would not send.
-struct raw_connection {
-    explicit raw_connection(int port) {
-        fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd >= 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(static_cast<std::uint16_t>(port));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    }
-    ~raw_connection() { ::close(fd); }
-    raw_connection(const raw_connection&) = delete;
-    raw_connection& operator=(const raw_connection&) = delete;
-
-    /// Sends all of `text`; false when the peer stopped taking it.
-    bool send(std::string_view text) const {
-        while (!text.empty()) {
-            const ssize_t n = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
-            if (n <= 0) return false;
-            text.remove_prefix(static_cast<std::size_t>(n));
-        }
-        return true;
-    }
-    /// Everything received until the peer closes or `limit` passes; `closed` says which.
-    std::string receive_until_closed(std::chrono::milliseconds limit, bool& closed) const {
-        std::string all;
-        closed = false;
-        const auto until = std::chrono::steady_clock::now() + limit;
-        while (std::chrono::steady_clock::now() < until) {
-            pollfd p{fd, POLLIN, 0};
-            if (::poll(&p, 1, 50) <= 0) continue;
-            char buffer[4096];
-            const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-            if (n <= 0) {
-                closed = true;
-                break;
-            }
-            all.append(buffer, static_cast<std::size_t>(n));
-        }
-        return all;
-    }
-    int fd = -1;
-};
-
-/// How many HTTP responses `text` holds (status lines).
-int responses_in(const std::string& text) {
-    int n = 0;
-    for (std::size_t at = text.find("HTTP/1.1 "); at != std::string::npos; at = text.find("HTTP/1.1 ", at + 1)) ++n;
-    return n;
 }
 
 }  // namespace
@@ -701,7 +651,7 @@ TEST_CASE("disagreeing lengths are refused with 400 and the connection ends, so 
                                       "Content-Length: " + std::to_string(smuggled.size() + 1) + "\r\n",
                                       std::string("Transfer-Encoding: chunked\r\n")}) {
         INFO(second);
-        raw_connection conn(r.port);
+        raw_http::connection conn(r.port);
         REQUIRE(conn.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-alice-1\r\n"
                           "Content-Type: application/json\r\nContent-Length: " +
                           std::to_string(smuggled.size()) + "\r\n" + second + "\r\n" + smuggled));
@@ -709,11 +659,11 @@ TEST_CASE("disagreeing lengths are refused with 400 and the connection ends, so 
         const std::string answer = conn.receive_until_closed(5s, closed);
         CHECK(answer.rfind("HTTP/1.1 400", 0) == 0);
         CHECK(answer.find("invalid_framing") != std::string::npos);
-        CHECK(responses_in(answer) == 1);
+        CHECK(raw_http::responses_in(answer) == 1);
         CHECK(closed);
     }
     // The same value twice is one length: accepted.
-    raw_connection same(r.port);
+    raw_http::connection same(r.port);
     REQUIRE(same.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-alice-1\r\n"
                       "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
                       std::to_string(body.size()) + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
@@ -831,4 +781,70 @@ TEST_CASE("a known path with the wrong method is 405 with Allow, an unknown path
     const auto nowhere = c.Get("/v1/nowhere");
     REQUIRE(nowhere);
     CHECK(nowhere->status == 404);
+}
+
+namespace {
+
+/// The gateway program on a free port (upstream never reached), with `extra` flags.
+struct gateway_process {
+    explicit gateway_process(const std::string& keys_path, std::vector<std::string> extra = {}) {
+        std::vector<std::string> args{"--port", "0", "--upstream", "http://127.0.0.1:1", "--keys", keys_path};
+        args.insert(args.end(), extra.begin(), extra.end());
+        child = ratelimit_test::spawn(GATEWAY_BINARY, args);
+        const std::string line = ratelimit_test::read_line(child.out);
+        const std::string prefix = "listening on 127.0.0.1:";
+        REQUIRE(line.rfind(prefix, 0) == 0);
+        port = std::stoi(line.substr(prefix.size()));
+    }
+    ~gateway_process() {
+        if (child.pid > 0) {
+            ::kill(child.pid, SIGKILL);
+            ratelimit_test::exit_status(child.pid);
+        }
+        ::close(child.out);
+        ::close(child.err);
+    }
+    gateway_process(const gateway_process&) = delete;
+    gateway_process& operator=(const gateway_process&) = delete;
+    ratelimit_test::child child;
+    int port = 0;
+};
+
+}  // namespace
+
+TEST_CASE("a large chunked or declared body is answered before it is sent whole, and memory stays bounded",
+          "[gateway][program][issue14]") {
+    temp_file keys(keys_json);
+    gateway_process gw(keys.path, {"--max-body-bytes", "1000"});
+    constexpr std::uint64_t total = 100ull << 20;  // 100 MiB of zeros
+    const auto head = [](const std::string& auth, const std::string& framing) {
+        return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Type: application/json\r\n" + framing + "\r\n";
+    };
+    const std::string alice = "Authorization: Bearer sk-alice-1\r\n";
+    const std::string chunked = "Transfer-Encoding: chunked\r\n";
+    const std::string declared = "Content-Length: " + std::to_string(total) + "\r\n";
+    struct attempt {
+        std::string head;
+        bool chunked;
+        const char* status;
+    };
+    for (const attempt& a : {attempt{head(alice, chunked), true, "HTTP/1.1 413"}, attempt{head("", chunked), true, "HTTP/1.1 401"},
+                             attempt{head(alice, declared), false, "HTTP/1.1 413"},
+                             attempt{head("Authorization: Bearer sk-nobody\r\n", declared), false, "HTTP/1.1 401"}}) {
+        INFO(a.head);
+        const auto t0 = std::chrono::steady_clock::now();
+        const raw_http::upload u = raw_http::send_large_body(gw.port, a.head, total, a.chunked, 20s);
+        CHECK(u.answer.rfind(a.status, 0) == 0);
+        CHECK(u.body_bytes_sent < total / 4);  // the answer came long before the body was sent whole
+        CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+    }
+    const long peak = raw_http::peak_rss_kib(gw.child.pid);
+    INFO("gateway VmHWM " << peak << " KiB");
+    CHECK(peak > 0);
+    CHECK(peak < 64 * 1024);  // far below the 100 MiB body
+    // And it still serves.
+    httplib::Client c("127.0.0.1", gw.port);
+    const auto health = c.Get("/health");
+    REQUIRE(health);
+    CHECK(health->status == 200);
 }

@@ -4,6 +4,7 @@
 #include "support/process.hpp"
 
 #include "mock_upstream.hpp"
+#include "raw_http.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -601,4 +602,47 @@ TEST_CASE("the program rejects a bad flag with one line on stderr and status 2",
     CHECK_THAT(read_all(help.out), Catch::Contains("--header-style"));
     ::close(help.out);
     ::close(help.err);
+}
+
+TEST_CASE("the program answers a body above 16 MiB before it is sent whole, chunked or not, with memory bounded",
+          "[mock_upstream][program][issue14]") {
+    child c = spawn({"--port", "0", "--latency-ms", "0:0"});
+    const std::string line = read_line(c.out);
+    std::smatch m;
+    REQUIRE(std::regex_match(line, m, std::regex(R"(^listening on 127\.0\.0\.1:(\d+)$)")));
+    const int port = std::stoi(m[1]);
+    constexpr std::uint64_t total = 200ull << 20;  // 200 MiB of zeros
+    const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    for (const bool chunked : {true, false}) {
+        INFO("chunked " << chunked);
+        const std::string framing = chunked ? "Transfer-Encoding: chunked\r\n" : "Content-Length: " + std::to_string(total) + "\r\n";
+        const raw_http::upload u = raw_http::send_large_body(port, head + framing + "\r\n", total, chunked, 20s);
+        CHECK(u.answer.rfind("HTTP/1.1 413", 0) == 0);
+        CHECK(u.body_bytes_sent < total / 2);
+    }
+    const long peak = raw_http::peak_rss_kib(c.pid);
+    INFO("mock_upstream VmHWM " << peak << " KiB");
+    CHECK(peak > 0);
+    CHECK(peak < 96 * 1024);  // the 16 MiB limit and buffers, not the 200 MiB body
+    ::kill(c.pid, SIGTERM);
+    CHECK(wait_exit(c.pid) == 0);
+    ::close(c.out);
+    ::close(c.err);
+}
+
+TEST_CASE("disagreeing Content-Length headers are refused with 400 and the connection ends", "[mock_upstream][http][issue14]") {
+    mock_upstream::config cfg;
+    cfg.min_latency_ms = cfg.max_latency_ms = 0;
+    mock_upstream::server server(cfg);
+    const int port = server.start();
+    raw_http::connection conn(port);
+    const std::string body = chat_body("hi");
+    REQUIRE(conn.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\nContent-Length: 0\r\n\r\n" + body));
+    bool closed = false;
+    const std::string answer = conn.receive_until_closed(5s, closed);
+    CHECK(answer.rfind("HTTP/1.1 400", 0) == 0);
+    CHECK(raw_http::responses_in(answer) == 1);
+    CHECK(closed);
+    CHECK(server.totals().requests_total == 0);
 }

@@ -24,11 +24,23 @@
 //   --retry-failed so is every failed line: their old records are removed
 //   from the output first (rewritten beside it and renamed over it), so the
 //   output still holds one record per line.
-// - A request whose response arrived but whose line was not yet written when the
-//   process died is sent again: that window is one write(2) per request.
+// - What --resume sends twice: at most the requests in flight when the
+//   earlier run ended (sent, record not yet written: at most --concurrency
+//   lines per kill). Each request carries an Idempotency-Key header that is
+//   the same on every resume of the same input (input_identity + line +
+//   custom_id), and its custom_id as X-Request-ID, so a provider that
+//   deduplicates can; the journal beside the output (OUTPUT.journal, see
+//   journal.hpp) records each line's first send, and the summary counts the
+//   lines sent again this way as `resent`.
+// - --resume starts the gate's buckets empty (the limits learned by the
+//   earlier run come from the journal), since the provider's quota is still
+//   drawn down by the run that ended: the first requests wait for the quota
+//   to refill instead of going as a full burst.
 // - Every attempt passes the gate, so the client never sends above the
 //   configured or learned limits (at the gate's headroom). With use_gate
 //   off (--no-gate, for contrast) requests go at once and only retries wait.
+
+#include "journal.hpp"
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -606,6 +618,7 @@ struct counters {
     std::atomic<std::int64_t> prompt_tokens{0};
     std::atomic<std::int64_t> completion_tokens{0};
     std::atomic<std::int64_t> skipped{0};         ///< lines already answered in the output (--resume)
+    std::atomic<std::int64_t> resent{0};          ///< lines an earlier run sent without a record, sent again
 
     [[nodiscard]] std::int64_t written() const noexcept { return succeeded.load() + failed.load(); }
     [[nodiscard]] std::int64_t tokens() const noexcept { return prompt_tokens.load() + completion_tokens.load(); }
@@ -672,6 +685,7 @@ struct summary {
     std::int64_t skipped_resumed = 0;   ///< lines already in the output (--resume)
     std::int64_t previously_failed = 0; ///< error records kept in the output (final errors)
     std::int64_t retried_failed = 0;    ///< error records of earlier runs dropped to send their lines again
+    std::int64_t resent = 0;            ///< lines sent again that were in flight when an earlier run ended
     std::int64_t unfinished = 0;        ///< lines left without a record (stopped early)
     std::int64_t total_lines = 0;
     double elapsed_s = 0;
@@ -707,6 +721,7 @@ struct summary {
                 {"skipped_resumed", skipped_resumed},
                 {"previously_failed", previously_failed},
                 {"retried_failed", retried_failed},
+                {"resent", resent},
                 {"unfinished", unfinished},
                 {"total_lines", total_lines},
                 {"elapsed_s", elapsed_s},
@@ -728,6 +743,7 @@ struct summary {
                       human_count(tokens_per_s()).c_str());
         std::string out = buffer;
         if (skipped_resumed > 0) out += "; " + std::to_string(skipped_resumed) + " already done";
+        if (resent > 0) out += "; " + std::to_string(resent) + " sent again (in flight when the last run ended)";
         if (unfinished > 0) out += "; " + std::to_string(unfinished) + " left (rerun with --resume)";
         return out;
     }
@@ -833,8 +849,27 @@ public:
                               " exists and is not empty: pass --resume to continue it, or remove it");
         }
         output_.emplace(options_.output_path);  // locked before it is read: no other run writes it meanwhile
-        if (options_.resume) resumed_ = scan_output(options_.output_path);
+        journal_state previous;
+        if (options_.resume) {
+            resumed_ = scan_output(options_.output_path);
+            previous = read_journal(journal_path());
+        }
+        // Lines an earlier run sent without writing their record: in flight when it ended.
+        journal_state keep;
+        for (const std::int64_t line : previous.sent) {
+            if (resumed_.lines.count(line) == 0) keep.sent.insert(line);
+        }
+        keep.requests_per_minute = previous.requests_per_minute;
+        keep.tokens_per_minute = previous.tokens_per_minute;
+        in_flight_before_ = keep.sent;
         open_resumed_output();
+        try {
+            journal_.emplace(journal_path(), keep);
+        } catch (const std::runtime_error& e) {
+            throw setup_error(e.what());
+        }
+        identity_ = input_identity(options_.input_path);
+        if (options_.resume && options_.use_gate) start_drawn_down(previous);
         if (resumed_.torn_tail) warn("cut off a torn last line of " + options_.output_path);
         if (resumed_.unreadable > 0) {
             warn("ignored " + std::to_string(resumed_.unreadable) + " unreadable line(s) in " + options_.output_path);
@@ -866,6 +901,7 @@ public:
         }
         watch_wake_.notify_all();
         watcher.join();
+        journal_.reset();
         output_.reset();  // closes the file and releases its lock: the run is over
         count_rest();
         if (progress) progress->finish();
@@ -914,6 +950,25 @@ private:
 
     void warn(const std::string& message) const {
         if (options_.diagnostics != nullptr) std::fprintf(options_.diagnostics, "llm_batch: %s\n", message.c_str());
+    }
+
+    [[nodiscard]] std::string journal_path() const { return options_.output_path + ".journal"; }
+
+    /// Empties the gate's buckets, learning the limits the journal holds
+    /// first: the provider's quota may still be drawn down by the run that
+    /// ended, so a resumed run starts as if it had just used a full burst.
+    /// Done through the gate's own header rule (a success reporting nothing
+    /// remaining), so it is exactly what a response would do.
+    void start_drawn_down(const journal_state& previous) {
+        std::vector<std::pair<std::string, std::string>> headers{{"x-ratelimit-remaining-requests", "0"},
+                                                                 {"x-ratelimit-remaining-tokens", "0"}};
+        if (previous.requests_per_minute > 0) {
+            headers.emplace_back("x-ratelimit-limit-requests", std::to_string(previous.requests_per_minute));
+        }
+        if (previous.tokens_per_minute > 0) {
+            headers.emplace_back("x-ratelimit-limit-tokens", std::to_string(previous.tokens_per_minute));
+        }
+        if (std::optional<gate_type::ticket> t = gate_.try_acquire({0, 0})) t->complete(200, headers);
     }
 
     /// Drops the records of the lines to send again (failed with a transient
@@ -1037,6 +1092,8 @@ private:
         const std::string path = endpoint_.path_prefix + j.url;
         httplib::Headers headers;
         if (!options_.api_key.empty()) headers.emplace("Authorization", "Bearer " + options_.api_key);
+        headers.emplace("Idempotency-Key", idempotency_key(identity_, j.line, j.custom_id));
+        headers.emplace("X-Request-ID", header_value(j.custom_id));
         std::uniform_real_distribution<double> unit(0.0, 1.0);
 
         std::optional<response_info> last;
@@ -1058,6 +1115,10 @@ private:
                 if (stopping()) return left_unfinished();
             }
 
+            if (attempt == 1) {
+                if (in_flight_before_.count(j.line) != 0) ++counters_.resent;
+                journal_->sent(j.line);
+            }
             ++counters_.http_requests;
             httplib::Result res = client.Post(path, headers, payload, "application/json");
             std::chrono::milliseconds delay{0};
@@ -1082,14 +1143,20 @@ private:
                 }
                 if (status >= 200 && status < 300) {
                     const std::optional<ratelimit::llm::usage> used = usage_of(last->body);
-                    if (ticket) ticket->complete(status, res->headers, used);
+                    if (ticket) {
+                        ticket->complete(status, res->headers, used);
+                        note_limits();
+                    }
                     if (used) {
                         counters_.prompt_tokens += used->input_tokens;
                         counters_.completion_tokens += used->output_tokens;
                     }
                     return write_record(rng, j, last, std::nullopt);
                 }
-                if (ticket) ticket->complete(status, res->headers);
+                if (ticket) {
+                    ticket->complete(status, res->headers);
+                    note_limits();
+                }
                 if (status == 429) ++counters_.throttled;
                 if (status >= 500) ++counters_.server_errors;
                 error = error_of(status, last->body);
@@ -1107,6 +1174,12 @@ private:
             if (!sleep_until(steady::now() + delay)) return left_unfinished();
         }
         write_record(rng, j, last, error);
+    }
+
+    /// Writes the limits in force to the journal when they changed (learned from headers).
+    void note_limits() {
+        const ratelimit::llm::stats g = gate_.snapshot();
+        journal_->limits(g.requests_per_minute, g.tokens_per_minute);
     }
 
     /// A request given up because of the stop flag: no record, --resume sends it.
@@ -1163,6 +1236,7 @@ private:
         s.skipped_resumed = counters_.skipped.load();
         s.previously_failed = resumed_.failed;
         s.retried_failed = retried_;
+        s.resent = counters_.resent.load();
         s.total_lines = total_lines_;
         s.unfinished = unfinished_;
         s.elapsed_s = elapsed_s;
@@ -1185,6 +1259,9 @@ private:
     gate_type gate_;
     resume_state resumed_;
     std::optional<output_file> output_;
+    std::optional<journal> journal_;
+    std::unordered_set<std::int64_t> in_flight_before_;  // lines an earlier run sent without a record
+    std::string identity_;                              // input_identity of the input
     std::int64_t total_lines_ = 0;
     counters counters_;
 

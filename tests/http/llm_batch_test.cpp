@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -755,6 +756,7 @@ struct scripted_server {
                 answer = status;
                 extra = headers;
             }
+            if (const int ms = delay_ms.load(); ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
             for (const auto& [name, value] : extra) res.set_header(name, value);
             res.status = answer;
             if (answer == 200) {
@@ -788,6 +790,7 @@ struct scripted_server {
     int status = 200;
     httplib::Headers headers;
     std::vector<httplib::Headers> requests;
+    std::atomic<int> delay_ms{0};
 };
 
 /// A free TCP port on 127.0.0.1 with nothing listening (bound, then closed).
@@ -984,4 +987,167 @@ TEST_CASE("SIGTERM during a long 429 pause ends the program at once, with every 
     CHECK(WEXITSTATUS(status) == 130);
     CHECK(read_records(dir.file("out.jsonl")).empty());
     CHECK(server.count() == 1);  // nothing sent after the stop
+}
+
+namespace {
+
+/// The mock_upstream program on a free port; stopped with SIGTERM at scope exit.
+struct mock_program {
+    explicit mock_program(std::vector<std::string> args) {
+        args.insert(args.begin(), {"--port", "0"});
+        process = ratelimit_test::spawn(MOCK_UPSTREAM_BINARY, args);
+        const std::string line = ratelimit_test::read_line(process.out);  // "listening on 127.0.0.1:PORT"
+        const auto colon = line.rfind(':');
+        if (line.rfind("listening on ", 0) == 0 && colon != std::string::npos) port = std::atoi(line.c_str() + colon + 1);
+    }
+    ~mock_program() {
+        ::kill(process.pid, SIGTERM);
+        (void)ratelimit_test::exit_status(process.pid);
+        ::close(process.out);
+        ::close(process.err);
+    }
+    mock_program(const mock_program&) = delete;
+    mock_program& operator=(const mock_program&) = delete;
+    [[nodiscard]] json stats() const {
+        httplib::Client client("127.0.0.1", port);
+        const auto res = client.Get("/stats?seconds=1");
+        return res && res->status == 200 ? json::parse(res->body) : json();
+    }
+    ratelimit_test::child process;
+    int port = 0;
+};
+
+/// Runs llm_batch on `args` to its end (bounded: killed after 120 s); its exit status, -1 if killed.
+int run_program(const std::vector<std::string>& args) {
+    ratelimit_test::child c = ratelimit_test::spawn(LLM_BATCH_BINARY, args);
+    int status = 0;
+    bool exited = false;
+    const auto give_up = std::chrono::steady_clock::now() + 120s;
+    while (!exited && std::chrono::steady_clock::now() < give_up) {
+        exited = ::waitpid(c.pid, &status, WNOHANG) == c.pid;
+        if (!exited) std::this_thread::sleep_for(10ms);
+    }
+    if (!exited) {
+        ::kill(c.pid, SIGKILL);
+        (void)::waitpid(c.pid, &status, 0);
+    }
+    ::close(c.out);
+    ::close(c.err);
+    return exited && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::size_t line_count(const std::string& path) {
+    const std::string text = read_file(path);
+    return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+}  // namespace
+
+TEST_CASE("a run killed mid-way and resumed at once with the right limits draws no 429 from mock_upstream",
+          "[llm_batch][program][issue14]") {
+    // 6000 RPM: buckets of 100 (provider) and 98 (gate, 98% headroom) refilled at 100/s. A resume
+    // that starts with a full bucket sends 98 at once into a provider bucket the killed run drained.
+    mock_program mock({"--rpm", "6000", "--tpm", "1000000000", "--latency-ms", "0:5"});
+    REQUIRE(mock.port > 0);
+    temp_dir dir;
+    write_batch(dir.file("in.jsonl"), 600);
+    const std::vector<std::string> args{"--input", dir.file("in.jsonl"), "--output", dir.file("out.jsonl"),
+                                        "--base-url", "http://127.0.0.1:" + std::to_string(mock.port),
+                                        "--rpm", "6000", "--concurrency", "16", "--no-progress"};
+    ratelimit_test::child first = ratelimit_test::spawn(LLM_BATCH_BINARY, args);
+    // Well past the first burst, into the paced part: the provider's bucket is nearly empty now.
+    const bool paced = eventually([&] { return line_count(dir.file("out.jsonl")) >= 250; });
+    ::kill(first.pid, SIGKILL);
+    (void)ratelimit_test::exit_status(first.pid);
+    ::close(first.out);
+    ::close(first.err);
+    REQUIRE(paced);
+
+    std::vector<std::string> resume = args;
+    resume.push_back("--resume");
+    CHECK(run_program(resume) == 0);  // at once: nothing between the kill and the restart
+    CHECK(mock.stats().at("throttled_429") == 0);  // a full burst on restart draws several
+    const auto ids = ids_of(read_records(dir.file("out.jsonl")));
+    CHECK(ids.size() == 600);
+}
+
+TEST_CASE("each request carries an Idempotency-Key stable across runs and its custom_id as X-Request-ID",
+          "[llm_batch][http][issue14]") {
+    scripted_server server;
+    temp_dir dir;
+    write_file(dir.file("in.jsonl"), chat_line("a", "1") + chat_line("b\r\nX-Evil: 1", "2") + chat_line("a", "3"));
+    llm_batch::options o = test_options(dir, server.port);
+    o.concurrency = 1;
+    CHECK(llm_batch::run(o).succeeded == 2);  // line 3 repeats "a": a duplicate, never sent
+    REQUIRE(server.requests.size() == 2);
+    const auto header = [&](std::size_t i, const char* name) {
+        const auto it = server.requests.at(i).find(name);
+        return it == server.requests.at(i).end() ? std::string() : it->second;
+    };
+    CHECK(header(0, "X-Request-ID") == "a");
+    // Sent as "b%0D%0AX-Evil: 1" (httplib's server decodes it again): one header, never two.
+    CHECK(llm_batch::header_value("b\r\nX-Evil: 1") == "b%0D%0AX-Evil: 1");
+    CHECK(llm_batch::header_value("100%\xff") == "100%25%FF");
+    CHECK((header(1, "X-Request-ID") == "b%0D%0AX-Evil: 1" || header(1, "X-Request-ID") == "b\r\nX-Evil: 1"));
+    CHECK(server.requests.at(1).count("X-Evil") == 0);
+    const std::string key1 = header(0, "Idempotency-Key"), key2 = header(1, "Idempotency-Key");
+    CHECK(key1.rfind("llm-batch-", 0) == 0);
+    CHECK(key1.find("-1-") != std::string::npos);
+    CHECK(key2.find("-2-") != std::string::npos);
+    CHECK(key1 != key2);
+
+    // The same input again (a new output): the same keys.
+    fs::remove(dir.file("out.jsonl"));
+    CHECK(llm_batch::run(o).succeeded == 2);
+    REQUIRE(server.requests.size() == 4);
+    CHECK(header(2, "Idempotency-Key") == key1);
+    CHECK(header(3, "Idempotency-Key") == key2);
+}
+
+TEST_CASE("resume sends again only the requests in flight at a kill, with the same keys, and counts them as resent",
+          "[llm_batch][http][program][issue14]") {
+    scripted_server server;
+    server.delay_ms = 1500;
+    temp_dir dir;
+    write_batch(dir.file("in.jsonl"), 8);
+    ratelimit_test::child c = ratelimit_test::spawn(
+        LLM_BATCH_BINARY, {"--input", dir.file("in.jsonl"), "--output", dir.file("out.jsonl"), "--base-url",
+                           "http://127.0.0.1:" + std::to_string(server.port), "--concurrency", "3", "--no-progress"});
+    const bool three_in_flight = eventually([&] { return server.count() == 3; });
+    ::kill(c.pid, SIGKILL);
+    (void)ratelimit_test::exit_status(c.pid);
+    ::close(c.out);
+    ::close(c.err);
+    REQUIRE(three_in_flight);
+    REQUIRE(line_count(dir.file("out.jsonl")) == 0);
+    std::set<std::string> first_keys;
+    {
+        std::lock_guard lock(server.mutex);
+        for (const auto& h : server.requests) first_keys.insert(h.find("Idempotency-Key")->second);
+    }
+
+    server.delay_ms = 0;
+    llm_batch::options o = test_options(dir, server.port);
+    o.resume = true;
+    o.summary_json_path = dir.file("summary.json");
+    const llm_batch::summary s = llm_batch::run(o);
+    CHECK(s.succeeded == 8);
+    CHECK(s.resent == 3);
+    CHECK(json::parse(read_file(dir.file("summary.json"))).at("resent") == 3);
+    REQUIRE(server.count() == 3 + 8);
+    std::set<std::string> resent_keys;
+    {
+        std::lock_guard lock(server.mutex);
+        for (std::size_t i = 3; i < server.requests.size(); ++i) {
+            const std::string key = server.requests[i].find("Idempotency-Key")->second;
+            if (first_keys.count(key) != 0) resent_keys.insert(key);
+        }
+    }
+    CHECK(resent_keys == first_keys);  // the re-sent requests carry the keys they were first sent with
+
+    // A second resume sends nothing and re-sends nothing.
+    const llm_batch::summary again = llm_batch::run(o);
+    CHECK(again.requests == 0);
+    CHECK(again.resent == 0);
+    CHECK(server.count() == 3 + 8);
 }

@@ -131,6 +131,7 @@ struct config {
     std::chrono::milliseconds max_wait{10'000};  ///< longest wait in the upstream line, then 429
     std::chrono::seconds upstream_timeout{120};  ///< read timeout for the upstream's answer
     std::chrono::milliseconds body_timeout{10'000};  ///< longest time a request body may take to arrive
+    std::chrono::milliseconds drain{10'000};          ///< stop(): time requests being handled get to answer
     int threads = 64;                            ///< worker threads = requests handled at once
     std::int64_t default_max_tokens = 256;       ///< charged when a request names no max_tokens
 };
@@ -404,13 +405,35 @@ public:
         return port;
     }
 
-    /// Stops serving and joins the threads (idle keep-alive connections close
-    /// within the 2 s keep-alive timeout); safe to call twice.
+    /// Stops serving and joins the threads; safe to call twice. No new
+    /// connection is accepted; a connection idle or still sending its request
+    /// (however slowly) ends at once; a request being handled gets until
+    /// `drain` to answer, then its connection and its upstream call are cut.
+    /// Returns within drain + ~0.1 s, except that a caller waiting in the
+    /// upstream line leaves it only when its wait ends (at most max_wait): the
+    /// gate cannot be woken early (the program's main bounds that too).
     void stop() {
-        if (thread_.joinable()) {
-            http_.stop();
-            thread_.join();
+        if (!thread_.joinable()) return;
+        http_.stop();
+        examples::http::for_each_connection(port_, [](int fd, std::string_view, int) {
+            ::shutdown(fd, SHUT_RD);  // a read of the next request sees end of file; an answer still goes out
+            return false;
+        });
+        const auto deadline = std::chrono::steady_clock::now() + config_.drain;
+        while (http_.is_running() && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        if (http_.is_running()) {  // the drain time is over: cut what is left
+            {
+                const std::lock_guard lock(clients_mutex_);
+                cut_ = true;
+                for (httplib::Client* c : in_use_) c->stop();
+            }
+            examples::http::for_each_connection(port_, [](int fd, std::string_view, int) {
+                ::shutdown(fd, SHUT_RDWR);
+                return false;
+            });
         }
+        thread_.join();
     }
 
     [[nodiscard]] int port() const { return port_; }
@@ -706,12 +729,19 @@ private:
                ratelimit::llm::gate<>::ticket& ticket, const caller& who, const ratelimit::llm::request_cost& cost) {
         httplib::Headers headers;
         if (!config_.upstream_key.empty()) headers.emplace("Authorization", "Bearer " + config_.upstream_key);
-        std::unique_ptr<httplib::Client> client = borrow_client();
-        httplib::Result result = client->Post(upstream_.base_path + req.path, headers, body, "application/json");
         // The user's charge comes back whenever the upstream did not do the work.
         const auto refund_user = [&] {
             per_user_.with(who.user, [total = cost.total()](ratelimit::dual_bucket<>& b) { b.refund(total); });
         };
+        std::unique_ptr<httplib::Client> client = borrow_client();
+        if (client == nullptr) {  // stop() cut the upstream calls: the gateway is shutting down
+            ticket.complete(503);
+            refund_user();
+            res.set_header("Connection", "close");
+            return send_json(res, 503, error_body("The gateway is shutting down.", "server_error", "shutting_down"));
+        }
+        httplib::Result result = client->Post(upstream_.base_path + req.path, headers, body, "application/json");
+        give_back_client(std::move(client), static_cast<bool>(result));
         if (!result) {
             metrics_.upstream_unreachable();
             ticket.complete(502);
@@ -719,7 +749,6 @@ private:
             return send_json(res, 502, error_body("The upstream did not answer (" + httplib::to_string(result.error()) + ").",
                                                   "server_error", "upstream_unreachable"));
         }
-        give_back_client(std::move(client));
         const httplib::Response& up = *result;
         metrics_.upstream_status(up.status);
         if (up.status == 429 && above_upstream_minute(up.headers, cost)) {
@@ -791,26 +820,30 @@ private:
                                   {"tokens", std::max<std::int64_t>(0, tokens)}}}});
     }
 
+    /// An upstream client, listed as in use (so stop() can cut its call); nullptr once stop() has cut them.
     std::unique_ptr<httplib::Client> borrow_client() {
-        {
-            const std::lock_guard lock(clients_mutex_);
-            if (!clients_.empty()) {
-                auto c = std::move(clients_.back());
-                clients_.pop_back();
-                return c;
-            }
+        const std::lock_guard lock(clients_mutex_);
+        if (cut_) return nullptr;
+        std::unique_ptr<httplib::Client> c;
+        if (!clients_.empty()) {
+            c = std::move(clients_.back());
+            clients_.pop_back();
+        } else {
+            c = std::make_unique<httplib::Client>(upstream_.origin);
+            c->set_keep_alive(true);
+            c->set_tcp_nodelay(true);
+            c->set_connection_timeout(std::chrono::seconds(5));
+            c->set_read_timeout(config_.upstream_timeout);
+            c->set_write_timeout(std::chrono::seconds(30));
         }
-        auto c = std::make_unique<httplib::Client>(upstream_.origin);
-        c->set_keep_alive(true);
-        c->set_tcp_nodelay(true);
-        c->set_connection_timeout(std::chrono::seconds(5));
-        c->set_read_timeout(config_.upstream_timeout);
-        c->set_write_timeout(std::chrono::seconds(30));
+        in_use_.push_back(c.get());
         return c;
     }
-    void give_back_client(std::unique_ptr<httplib::Client> c) {
+    /// Ends a borrow; a client whose call failed is dropped, not reused.
+    void give_back_client(std::unique_ptr<httplib::Client> c, bool reusable) {
         const std::lock_guard lock(clients_mutex_);
-        if (clients_.size() < static_cast<std::size_t>(config_.threads)) clients_.push_back(std::move(c));
+        in_use_.erase(std::find(in_use_.begin(), in_use_.end(), c.get()));
+        if (reusable && !cut_ && clients_.size() < static_cast<std::size_t>(config_.threads)) clients_.push_back(std::move(c));
     }
 
     config config_;
@@ -824,7 +857,9 @@ private:
     std::thread thread_;
     int port_ = -1;
     std::mutex clients_mutex_;
-    std::vector<std::unique_ptr<httplib::Client>> clients_;
+    std::vector<std::unique_ptr<httplib::Client>> clients_;  ///< idle, for reuse
+    std::vector<httplib::Client*> in_use_;                   ///< borrowed; stop() may cut their calls
+    bool cut_ = false;                                       ///< stop() cut the upstream calls
 };
 
 }  // namespace gateway

@@ -10,12 +10,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <future>
 #include <string>
+#include <thread>
 
 int main(int argc, char** argv) {
     std::string host = "127.0.0.1", upstream, keys_file, key_env;
     int port = 0, threads = 64;
-    std::int64_t rpm = 0, tpm = 0, concurrency = 0, max_body = 1 << 20, max_wait_ms = 10'000;
+    std::int64_t rpm = 0, tpm = 0, concurrency = 0, max_body = 1 << 20, max_wait_ms = 10'000, drain_seconds = 10;
     examples::flags::parser flags("gateway",
                                   "An OpenAI-compatible proxy: per-user request and token limits from the keys file,\n"
                                   "one shared upstream quota kept by a fair queue, so the provider never answers 429.");
@@ -28,6 +30,9 @@ int main(int argc, char** argv) {
     flags.integer("concurrency", concurrency, "N", "upstream requests in flight (0: unbounded)", std::int64_t{0});
     flags.integer("max-body-bytes", max_body, "N", "largest request body (default 1 MiB)", std::int64_t{1});
     flags.integer("max-wait-ms", max_wait_ms, "MS", "longest wait in the upstream line before a 429 (default 10000)", std::int64_t{0});
+    flags.integer("drain-seconds", drain_seconds, "N",
+                  "on SIGTERM/SIGINT, time requests being handled get to answer before the process exits (default 10)",
+                  std::int64_t{0}, std::int64_t{3600});
     flags.integer("threads", threads, "N", "worker threads = requests handled at once (default 64)", 1, 4096);
     flags.text("host", host, "ADDR", "address to bind (default 127.0.0.1)");
     examples::flags::parse_or_exit(flags, argc, argv);
@@ -42,6 +47,7 @@ int main(int argc, char** argv) {
     config.max_body_bytes = max_body;
     config.max_wait = std::chrono::milliseconds(max_wait_ms);
     config.threads = threads;
+    config.drain = std::chrono::seconds(drain_seconds);
     const std::string env_name = key_env.empty() ? "GATEWAY_UPSTREAM_KEY" : key_env;
     if (const char* value = std::getenv(env_name.c_str()); value != nullptr) {
         config.upstream_key = value;
@@ -78,8 +84,23 @@ int main(int argc, char** argv) {
     std::printf(ipv6 ? "listening on [%s]:%d\n" : "listening on %s:%d\n", host.c_str(), bound);
     std::fflush(stdout);
 
+    // On SIGTERM or SIGINT: stop() drains for --drain-seconds, then cuts what is
+    // left. A caller waiting in the upstream line cannot be woken early, so
+    // the process does not wait for stop() beyond the drain time and a second:
+    // it exits then whatever its threads do.
     int received = 0;
     sigwait(&signals, &received);
-    server->stop();
+    std::promise<void> stopped;
+    std::future<void> done = stopped.get_future();
+    std::thread stopper([&] {
+        server->stop();
+        stopped.set_value();
+    });
+    if (done.wait_for(std::chrono::seconds(drain_seconds) + std::chrono::seconds(1)) != std::future_status::ready) {
+        std::fprintf(stderr, "gateway: requests still waiting after the %lld s drain; exiting\n", static_cast<long long>(drain_seconds));
+        std::fflush(stderr);
+        std::_Exit(0);
+    }
+    stopper.join();
     return 0;
 }

@@ -848,3 +848,45 @@ TEST_CASE("a large chunked or declared body is answered before it is sent whole,
     REQUIRE(health);
     CHECK(health->status == 200);
 }
+
+namespace {
+
+/// Sends a request's headers one line every 200 ms, never ending them, until
+/// the server closes the connection, `stop` is set, or 20 s pass.
+void slow_headers(int port, const std::atomic<bool>& stop) {
+    raw_http::connection c(port);
+    if (!c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")) return;
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    for (int i = 0; !stop && std::chrono::steady_clock::now() < until; ++i) {
+        if (!c.send("X-Slow-" + std::to_string(i) + ": 1\r\n")) return;
+        std::this_thread::sleep_for(200ms);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("SIGTERM and SIGINT stop the program within the drain time while slow clients are connected",
+          "[gateway][program][issue14]") {
+    temp_file keys(keys_json);
+    for (const int sig : {SIGTERM, SIGINT}) {
+        INFO("signal " << sig);
+        gateway_process gw(keys.path, {"--drain-seconds", "1"});
+        std::atomic<bool> stop{false};
+        std::vector<std::thread> slow;
+        for (int i = 0; i < 4; ++i) slow.emplace_back(slow_headers, gw.port, std::cref(stop));
+        // And one whose body never finishes arriving.
+        raw_http::connection stalled(gw.port);
+        REQUIRE(stalled.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-alice-1\r\n"
+                             "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"messages\": ["));
+        std::this_thread::sleep_for(500ms);
+        const auto t0 = std::chrono::steady_clock::now();
+        ::kill(gw.child.pid, sig);
+        const int status = ratelimit_test::exit_status(gw.child.pid);
+        const auto took = std::chrono::steady_clock::now() - t0;
+        gw.child.pid = -1;
+        stop = true;
+        for (auto& t : slow) t.join();
+        CHECK(status == 0);
+        CHECK(took < 2500ms);  // the 1 s drain and its margin, not the clients' 20 s
+    }
+}

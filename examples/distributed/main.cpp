@@ -1,7 +1,8 @@
 // distributed: N processes sharing one quota through Redis. Parses the flags,
 // forks the workers and prints what each got beside the quota they share
 // (the workers live in shared_quota.hpp). Exit status: 0 within the quota,
-// 1 over it (or a worker failed), 2 for a bad command line.
+// 1 over it or when a worker failed (e.g. Redis refused its password),
+// 2 for a bad command line.
 #include "shared_quota.hpp"
 
 #include "../common/flags.hpp"

@@ -14,8 +14,12 @@
 // let the last permit of each worker become usable after it). One round trip
 // per permit; no polling. During an outage the policy answers (fail_closed:
 // no permit; fail_open: a permit; local_fallback: an in-process bucket at
-// 1/workers of the quota); a refused worker retries every outage_pause, so a
-// server that comes back is used again at once.
+// 1/workers of the quota, empty when Redis goes away mid-run, whose grants
+// are taken from the shared bucket when Redis is back, so the workers stay
+// within burst + rate·T across the outage); a refused worker retries every
+// outage_pause, so a server that comes back is used again at once. A server
+// that refuses the connection (AUTH failed) stops the worker with that
+// reason: the run then fails (exit status 1).
 
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -120,7 +124,11 @@ inline worker_result run_worker(const config& c, steady_clock::time_point deadli
     worker_result result;
     while (steady_clock::now() < deadline) {
         const std::uint64_t outages_before = bucket.outages();
-        if (bucket.try_acquire_until(1, deadline)) {
+        const bool granted = bucket.try_acquire_until(1, deadline);
+        // A server that refuses the connection (a wrong password) is a
+        // configuration error, not an outage: stop with its reason.
+        if (bucket.outages() != outages_before && conn.refused()) throw std::runtime_error(conn.last_error());
+        if (granted) {
             ++result.permits;
             continue;
         }

@@ -378,14 +378,17 @@ TEST_CASE("under local_fallback each permit goes back to where it came from") {
 
     REQUIRE(server->command("CLIENT PAUSE 2500 ALL"));  // Redis stops answering (the data stays)
     const auto paused = steady::now();
-    CHECK(limiter.try_acquire(1));  // the local fallback's only permit
+    // The outage began after Redis granted: the local permit is held in place
+    // of this object's two leases, which Redis still counts.
+    CHECK_FALSE(limiter.try_acquire(1));
     CHECK(limiter.outages() >= 1);
+    limiter.release(1);  // a Redis lease: Redis cannot hear it now, so it is remembered; its place frees locally
+    CHECK(limiter.try_acquire(1));        // the local fallback's only permit
     CHECK_FALSE(limiter.try_acquire(1));  // local: 1 of 1 held
     limiter.release(1);                   // most recent first: the local permit, to the local limiter
     CHECK(limiter.try_acquire(1));        // so the local limiter has room again
     limiter.release(1);
-    limiter.release(1);  // a Redis lease: Redis cannot hear it now, so it is remembered
-    CHECK(limiter.held() == 1);
+    CHECK(limiter.held() == 1);  // the other Redis lease
     REQUIRE(seconds_since(paused) < 2.0);  // all of the above happened during the pause
 
     std::optional<std::int64_t> seen;

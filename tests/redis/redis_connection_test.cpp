@@ -5,6 +5,7 @@
 #include <chrono>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include <ratelimit/redis.hpp>
 
@@ -144,4 +145,41 @@ TEST_CASE("failures that are not in a row do not open the circuit") {
     server->kill9();
     CHECK(c.command({"PING"}).code() == status::unavailable);  // 1 failure again
     CHECK_FALSE(c.circuit_open());
+}
+
+TEST_CASE("a wrong password is named as an authentication failure with the server's reason, not as silence") {
+    auto server = ratelimit_test::redis_server::start({"--requirepass", "s3cret"});
+    connection wrong("127.0.0.1", server->port(), with_password("nope"));
+    const ratelimit::redis::reply denied = wrong.command({"PING"});
+    CHECK(denied.code() == status::unavailable);  // limiters apply their policy
+    CHECK_THAT(denied.error(), Catch::Contains("authentication failed"));
+    CHECK_THAT(denied.error(), Catch::Contains("WRONGPASS"));  // the server's own words
+    // The fail_closed limiter's exception says why too.
+    ratelimit::redis::token_bucket<> bucket(wrong, "auth-named", ratelimit::rate::per_hour(1), 2);
+    std::this_thread::sleep_for(300ms);  // past the breaker's cooldown: the call connects again
+    try {
+        (void)bucket.acquire();
+        FAIL("acquire should throw unavailable");
+    } catch (const ratelimit::redis::unavailable& e) {
+        CHECK_THAT(std::string(e.what()), Catch::Contains("authentication failed"));
+        CHECK_THAT(std::string(e.what()), Catch::Contains("WRONGPASS"));
+    }
+}
+
+TEST_CASE("refused() and last_error() tell every user of a connection that the server refused it") {
+    auto server = ratelimit_test::redis_server::start({"--requirepass", "s3cret"});
+    connection wrong("127.0.0.1", server->port(), with_password("nope"));
+    connection right("127.0.0.1", server->port(), with_password("s3cret"));
+    connection down("127.0.0.1", 1, connection_options{200ms, 200ms, 1});  // nothing listens on port 1
+    CHECK_FALSE(wrong.refused());
+    CHECK(wrong.last_error().empty());
+    (void)wrong.command({"PING"});
+    CHECK(wrong.refused());
+    CHECK_THAT(wrong.last_error(), Catch::Contains("authentication failed: WRONGPASS"));
+    CHECK(right.command({"PING"}).ok());
+    CHECK_FALSE(right.refused());
+    (void)down.command({"PING"});
+    CHECK_FALSE(down.refused());  // no answer is an outage, not a refusal
+    CHECK_THAT(down.last_error(), Catch::Contains("cannot connect"));
+    CHECK(down.last_error().find("authentication") == std::string::npos);
 }

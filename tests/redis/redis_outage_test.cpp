@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -220,4 +221,120 @@ TEST_CASE("the local fallback's limit is floor(limit · share) within [1, limit]
     CHECK(fallback_limit(huge, 0.999999) < huge);
     CHECK(fallback_limit(huge, 0.5) == huge / 2 + 1);  // 2^62 exactly: the double of INT64_MAX is 2^63
     CHECK(fallback_limit(huge, 1.0, 1000) == 1000);  // at most what the local limiter holds
+}
+
+// --- an outage that begins mid-run (issue 14, item 17) ------------------------
+// Redis is stopped (SIGSTOP) after it has granted, the local fallback answers on
+// a manual clock, and Redis comes back with its state. The local limiter must
+// start empty (what Redis granted is in use already) and what it grants must be
+// taken from the shared state when Redis answers again, so that the processes
+// together keep the shared bound across the outage.
+
+namespace {
+
+/// Waits (real time, bounded) until the breaker lets the next call probe the server.
+void until_circuit_closes(const ratelimit::redis::connection& c) {
+    for (int i = 0; i < 200 && c.circuit_open(); ++i) std::this_thread::sleep_for(10ms);
+    REQUIRE_FALSE(c.circuit_open());
+}
+
+}  // namespace
+
+TEST_CASE("local_fallback: a token bucket whose outage begins after Redis granted starts empty, refills at the share, and Redis is charged for it") {
+    auto server = ratelimit_test::redis_server::start();
+    ratelimit::redis::connection c("127.0.0.1", server->port(), quick);
+    ratelimit::manual_clock clock;
+    // Shared: 10 permits, 10 per hour (no refill worth a permit in the test's real seconds).
+    // Local at share 0.5: 5 permits, 5 per hour = one every 12 minutes.
+    ratelimit::redis::token_bucket<ratelimit::manual_clock> b(c, "mid-run-tb", rate::per_hour(10), 10,
+                                                              with(on_error::local_fallback, 0.5), clock);
+    REQUIRE(b.try_acquire(8));  // Redis: 2 left
+    server->pause();
+    CHECK_FALSE(b.try_acquire());  // the local bucket starts empty, not with 5 on top of Redis's 8
+    CHECK(b.outages() == 1);
+    clock.advance(12min);
+    CHECK(b.try_acquire());  // refilled at the share: 1 permit per 12 minutes
+    CHECK_FALSE(b.try_acquire());
+    clock.advance(12min);
+    CHECK(b.try_acquire());  // 8 from Redis + 2 local = 10: the shared capacity
+    server->resume();
+    until_circuit_closes(c);
+    // Redis first takes the 2 local grants: 2 - 2 = 0 left for this call.
+    CHECK_FALSE(b.try_acquire());
+    REQUIRE(b.available().has_value());
+    CHECK(*b.available() <= 0);
+}
+
+namespace {
+
+/// The same scenario for a window limiter: limit 10 per 48 h (Redis's window
+/// aligned at the epoch, so no boundary passes in the test's real seconds),
+/// the local one 5 per 48 h aligned at the manual clock's start.
+template <class Window>
+void check_window_outage(const char* key) {
+    auto server = ratelimit_test::redis_server::start();
+    ratelimit::redis::connection c("127.0.0.1", server->port(), quick);
+    ratelimit::manual_clock clock;
+    Window w(c, key, 10, 48h, with(on_error::local_fallback, 0.5), clock);
+    REQUIRE(w.try_acquire(8));  // Redis: 2 left in this window
+    server->pause();
+    CHECK_FALSE(w.try_acquire());  // the local window starts full: Redis's 8 are in use
+    CHECK(w.outages() == 1);
+    clock.advance(96h);            // two local windows later (the counter weighs the previous one)
+    CHECK(w.try_acquire(2));       // owed to Redis
+    server->resume();
+    until_circuit_closes(c);
+    CHECK_FALSE(w.try_acquire());  // Redis: 8 + the 2 owed = 10, full
+}
+
+}  // namespace
+
+TEST_CASE("local_fallback: a fixed window whose outage begins mid-run starts full locally and is charged after") {
+    check_window_outage<ratelimit::redis::fixed_window<ratelimit::manual_clock>>("mid-run-fw");
+}
+
+TEST_CASE("local_fallback: a sliding window log whose outage begins mid-run starts full locally and is charged after") {
+    check_window_outage<ratelimit::redis::sliding_window_log<ratelimit::manual_clock>>("mid-run-swl");
+}
+
+TEST_CASE("local_fallback: a sliding window counter whose outage begins mid-run starts full locally and is charged after") {
+    check_window_outage<ratelimit::redis::sliding_window_counter<ratelimit::manual_clock>>("mid-run-swc");
+}
+
+TEST_CASE("local_fallback: batched takes its batches from the wrapped limiter's fallback, which starts empty mid-run") {
+    auto server = ratelimit_test::redis_server::start();
+    ratelimit::redis::connection c("127.0.0.1", server->port(), quick);
+    ratelimit::manual_clock clock;
+    ratelimit::redis::token_bucket<ratelimit::manual_clock> b(c, "mid-run-batched", rate::per_hour(10), 10,
+                                                              with(on_error::local_fallback, 0.5), clock);
+    ratelimit::redis::batched<ratelimit::redis::token_bucket<ratelimit::manual_clock>> pooled(b, 4, 1h, clock);
+    REQUIRE(pooled.try_acquire());  // a batch of 4 from Redis, 3 pooled
+    REQUIRE(b.try_acquire(6));      // Redis: 0 left
+    REQUIRE(pooled.try_acquire(3)); // the pool
+    server->pause();
+    CHECK_FALSE(pooled.try_acquire());  // neither a batch nor 1 from the local bucket: it starts empty
+    clock.advance(12min);
+    CHECK(pooled.try_acquire());  // 1 refilled locally (a batch of 4 is not there yet)
+    CHECK_FALSE(pooled.try_acquire());
+}
+
+TEST_CASE("local_fallback: a concurrency limiter whose outage begins mid-run lends locally only the leases it gives back") {
+    auto server = ratelimit_test::redis_server::start();
+    ratelimit::redis::connection c("127.0.0.1", server->port(), quick);
+    ratelimit::manual_clock clock;
+    // Shared: 4 at once. Local at share 0.5: 2 at once.
+    ratelimit::redis::concurrency_limiter<ratelimit::manual_clock> l(c, "mid-run-leases", 4, std::chrono::hours(1),
+                                                                     with(on_error::local_fallback, 0.5), clock);
+    REQUIRE(l.try_acquire(2));  // 2 Redis leases, live through the outage
+    server->pause();
+    CHECK_FALSE(l.try_acquire());  // not 2 more locally on top of the 2 Redis still counts
+    l.release(1);                  // a lease given back (its removal waits for Redis)
+    CHECK(l.try_acquire());        // its place, locally
+    CHECK_FALSE(l.try_acquire());
+    CHECK(l.held() == 2);
+    server->resume();
+    until_circuit_closes(c);
+    REQUIRE(l.in_use() == std::optional<std::int64_t>(1));  // the removal reached Redis; the local permit is not a lease
+    l.release(2);  // the local permit and the last lease
+    CHECK(l.held() == 0);
 }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/catch.hpp"
@@ -203,4 +204,59 @@ TEST_CASE("the password comes from the variable --redis-password-env names") {
     CHECK(unset.err.find("RATELIMIT_TEST_UNSET_VARIABLE is not set") != std::string::npos);
     const outcome without = run({"--redis-port", port, "--seconds", "0.3", "--key", unique_key("no-password")});
     CHECK(without.out.find("total: 0 permits") != std::string::npos);  // fail_closed: Redis refuses every call
+}
+
+TEST_CASE("local_fallback stays within burst + rate x seconds when Redis is paused mid-run and comes back",
+          "[distributed]") {
+    // The run: 4 workers, burst 100, 20/s, 4 s, Redis stopped (SIGSTOP)
+    // from 1 s to 3 s. Bound: 100 + 20 x 4 = 180. The local buckets (25, 5/s
+    // each) used to start full on top of what Redis had granted, and Redis
+    // refilled meanwhile: 299 permits. Now they start empty and their grants
+    // are taken from the shared bucket when Redis answers again.
+    auto server = ratelimit_test::redis_server::start();
+    const std::string port = std::to_string(server->port());
+    const auto start = std::chrono::steady_clock::now();
+    const ratelimit_test::child c = ratelimit_test::spawn(
+        DISTRIBUTED_BINARY, {"--redis-port", port, "--key", unique_key("paused"), "--rate", "20", "--burst", "100",
+                             "--seconds", "4", "--workers", "4", "--policy", "local_fallback"});
+    std::this_thread::sleep_until(start + std::chrono::seconds(1));
+    server->pause();
+    std::this_thread::sleep_until(start + std::chrono::seconds(3));
+    server->resume();
+    outcome o;
+    o.out = ratelimit_test::read_all(c.out);
+    o.err = ratelimit_test::read_all(c.err);
+    ::close(c.out);
+    ::close(c.err);
+    o.status = ratelimit_test::exit_status(c.pid);
+    INFO(o.out << o.err);
+    const auto permits = worker_permits(o.out);
+    REQUIRE(permits.size() == 4);
+    for (std::int64_t p : permits) CHECK(p > 0);
+    // The outage really was answered by the fallback: every worker says so.
+    CHECK(std::regex_search(o.out, std::regex("worker 1: .*answered by local_fallback")));
+    CHECK(std::regex_search(o.out, std::regex("worker 4: .*answered by local_fallback")));
+    const std::int64_t total = total_permits(o.out);
+    CHECK(total <= 180);
+    CHECK(total >= 120);  // 100 + 20 x 1 before the pause at least
+    CHECK(o.status == 0);
+    CHECK_THAT(o.out, Catch::Contains("the quota allows at most 100 + 20 x 4.0 = 180"));
+}
+
+TEST_CASE("a wrong password is reported as an authentication failure, with the server's reason, and exits 1",
+          "[distributed]") {
+    auto server = ratelimit_test::redis_server::start({"--requirepass", "s3cret"});
+    const std::string port = std::to_string(server->port());
+    ::setenv("RATELIMIT_TEST_WRONG_PASSWORD", "not-it", 1);
+    for (const char* policy : {"fail_closed", "local_fallback"}) {
+        const outcome o = run({"--redis-port", port, "--redis-password-env", "RATELIMIT_TEST_WRONG_PASSWORD",
+                               "--seconds", "2", "--key", unique_key("wrong-password"), "--policy", policy});
+        INFO(policy << ": " << o.out << o.err);
+        CHECK(o.status == 1);
+        CHECK_THAT(o.err, Catch::Contains("authentication failed"));
+        CHECK_THAT(o.err, Catch::Contains("WRONGPASS"));  // the server's own words
+        CHECK(o.err.find("did not answer") == std::string::npos);
+        CHECK(o.seconds < 1.5);  // stops at once rather than retrying for the whole run
+        CHECK_THAT(o.out, Catch::Contains("a worker failed"));
+    }
 }

@@ -56,6 +56,17 @@ public:
     void kill9() { stop(SIGKILL); }
     /// Starts the server again on the same port (after kill9).
     void restart() { launch(); }
+    /// SIGSTOP: the server keeps its sockets and state but answers nothing
+    /// (a hung or partitioned server) until resume().
+    void pause() {
+        if (pid_ > 0) ::kill(pid_, SIGSTOP);
+    }
+    /// SIGCONT after pause(): the server answers again, its state intact.
+    void resume() {
+        if (pid_ > 0) ::kill(pid_, SIGCONT);
+    }
+    /// The server's process id (-1 for the shared server scripts/test started).
+    [[nodiscard]] pid_t pid() const noexcept { return pid_; }
 
     /// Runs one command on a fresh connection (for setup: FLUSHALL, CLIENT PAUSE ...),
     /// after AUTH with `password` when given.
@@ -128,6 +139,7 @@ private:
 
     void stop(int signal) {
         if (pid_ <= 0) return;
+        ::kill(pid_, SIGCONT);  // a paused server must run to act on SIGTERM
         ::kill(pid_, signal);
         int status = 0;
         ::waitpid(pid_, &status, 0);

@@ -176,6 +176,13 @@ inline const script& lease_script() {
 /// Outages. When Redis does not answer, the options' policy answers as for
 /// every Redis-backed limiter (remote.hpp); `local_fallback` grants from an
 /// in-process concurrency_limiter of max(1, max_concurrent·fallback_share).
+/// An outage that begins after Redis has answered this object starts that
+/// limiter with every permit held in place of this object's Redis leases:
+/// each lease the object releases during the outage frees one local permit,
+/// so across P processes with P·fallback_share <= 1 the live leases and the
+/// local permits together stay within max_concurrent; when Redis answers
+/// again the local limiter is whole again (local permits still held are then
+/// not counted by Redis until released).
 /// Each grant remembers where it came from, and a release goes back there: a
 /// local permit to the in-process limiter, a Redis lease to Redis. A Redis
 /// release that fails (or a take whose answer was lost) is remembered and
@@ -243,6 +250,7 @@ public:
         if (n == 0) return;
         std::string ranges;
         std::int64_t local = 0;
+        std::int64_t remote = 0;
         {
             std::lock_guard lock(held_mutex_);
             if (n > held_count_) {
@@ -252,7 +260,10 @@ public:
             for (std::int64_t left = n; left > 0;) {
                 grant& g = held_.back();
                 const std::int64_t k = std::min(left, g.count);
-                if (g.from == source::redis) append_range(ranges, g.first + static_cast<std::uint64_t>(g.count - k), k);
+                if (g.from == source::redis) {
+                    append_range(ranges, g.first + static_cast<std::uint64_t>(g.count - k), k);
+                    remote += k;
+                }
                 if (g.from == source::local) local += k;
                 g.count -= k;
                 left -= k;
@@ -260,7 +271,7 @@ public:
             }
             held_count_ -= n;
         }
-        give_back(local, std::move(ranges));
+        give_back(local, remote, std::move(ranges));
     }
 
     /// Takes n permits as `acquire` does and returns them as a permit that
@@ -395,6 +406,7 @@ private:
         const std::array<std::string_view, 8> args{op, number[0], number[1], number[2], owner_, number[3], mine, gone};
         const bool may_be_sent = !remote_.conn().circuit_open();
         const detail::answer a = detail::call(remote_.conn(), detail::lua::lease_script(), keys, args);
+        if (a.reached) remote_.note_reached();
         if (!a.reached) {
             // A take whose answer was lost may have run: remove its leases next time.
             if (op == "take" && may_be_sent) append_range(gone, first, n);
@@ -458,6 +470,7 @@ private:
     /// Gives back one permit's grant exactly (a permit's release).
     void release_grant(std::uint64_t first, std::int64_t count) {
         std::int64_t local = 0;
+        std::int64_t remote = 0;
         std::string ranges;
         {
             std::lock_guard lock(held_mutex_);
@@ -466,19 +479,22 @@ private:
                 throw std::logic_error(std::string(name) + "::permit::release: its " + std::to_string(count) +
                                        " permits were already given back through release(n)");
             }
-            if (it->from == source::redis) append_range(ranges, first, count);
+            if (it->from == source::redis) {
+                append_range(ranges, first, count);
+                remote = count;
+            }
             if (it->from == source::local) local = count;
             held_.erase(std::next(it).base());
             held_count_ -= count;
         }
-        give_back(local, std::move(ranges));
+        give_back(local, remote, std::move(ranges));
     }
 
     /// Returns local permits to the fallback and Redis leases to Redis, then
     /// wakes this object's waiters.
-    void give_back(std::int64_t local, std::string ranges) {
+    void give_back(std::int64_t local, std::int64_t remote, std::string ranges) {
         if (local > 0) remote_.fallback()->release(local);
-        if (!ranges.empty()) (void)run("count", 0, 0, {}, std::move(ranges));
+        if (!ranges.empty() && !run("count", 0, 0, {}, std::move(ranges)).reached) remote_.released_remote(remote);
         {
             std::lock_guard lock(wake_mutex_);
             releases_.fetch_add(1, std::memory_order_acq_rel);

@@ -156,6 +156,18 @@ public:
     [[nodiscard]] bool circuit_open() const noexcept {
         return open_until_.load(std::memory_order_acquire) > steady_ns();
     }
+    /// True when the latest attempt to open a connection was refused by the
+    /// server: AUTH (a wrong password or user) or SELECT answered an error.
+    /// A configuration error rather than an outage: it lasts until the options
+    /// change. Calls still answer status::unavailable (limiters apply their policy).
+    [[nodiscard]] bool refused() const noexcept { return refused_.load(std::memory_order_acquire); }
+    /// Why the latest call that got no answer failed, as in its reply's
+    /// error() ("redis: cannot connect to H:P: authentication failed: WRONGPASS ...");
+    /// empty before any failure.
+    [[nodiscard]] std::string last_error() const {
+        std::lock_guard lock(error_mutex_);
+        return last_error_;
+    }
 
     /// Runs one command, e.g. command({"SET", "k", "v"}).
     reply command(std::span<const std::string_view> args) { return run(args, {}, {}, nullptr); }
@@ -235,7 +247,8 @@ private:
 
     /// Opens a context with both timeouts set, authenticated and on its
     /// database; null when any step fails (`refused` says the server answered
-    /// AUTH or SELECT with an error, as opposed to not answering).
+    /// AUTH or SELECT with an error, as opposed to not answering, and names
+    /// the step with the server's error text).
     redisContext* open(std::string& refused) const {
         redisContext* c = redisConnectWithTimeout(host_.c_str(), port_, to_timeval(options_.connect_timeout));
         if (c == nullptr) return nullptr;
@@ -254,25 +267,30 @@ private:
             redisReply* r = send(c, argc, argv.data(), lengths.data());
             if (r == nullptr) return false;  // send freed the context
             const bool ok = r->type != REDIS_REPLY_ERROR;
-            if (!ok) refused.assign(r->str, r->len);
+            if (!ok) refused.append(r->str, r->len);
             freeReplyObject(r);
             return ok;
         };
         if (!options_.password.empty()) {
+            refused = "authentication failed: ";
             const bool ok = options_.username.empty() ? setup({"AUTH", options_.password})
                                                       : setup({"AUTH", options_.username, options_.password});
             if (!ok) {
+                if (c == nullptr) refused.clear();  // no answer to AUTH: not a refusal
                 if (c != nullptr) redisFree(c);
                 return nullptr;
             }
         }
         if (options_.database != 0) {
             const std::string database = std::to_string(options_.database);
+            refused = "SELECT " + database + " failed: ";
             if (!setup({"SELECT", database})) {
+                if (c == nullptr) refused.clear();
                 if (c != nullptr) redisFree(c);
                 return nullptr;
             }
         }
+        refused.clear();
         return c;
     }
 
@@ -364,11 +382,13 @@ private:
         }
 
         bool probe = false;
-        if (!admit(probe)) return {status::unavailable, nullptr, "redis: circuit open after a failure"};
+        if (!admit(probe)) {
+            return {status::unavailable, nullptr, "redis: circuit open after a failure (" + last_error() + ")"};
+        }
         redisContext* context = nullptr;
         if (!take(context)) {
             if (probe) probing_.store(false, std::memory_order_release);
-            return {status::unavailable, nullptr, "redis: no free connection in the pool"};
+            return failed("redis: no free connection in the pool");
         }
         struct returner {
             connection& self;
@@ -377,12 +397,14 @@ private:
         } give{*this, context};
 
         std::string refused;
-        if (context == nullptr) context = open(refused);
+        if (context == nullptr) {
+            context = open(refused);
+            refused_.store(!refused.empty(), std::memory_order_release);
+        }
         if (context == nullptr) {
             record(false, probe);
-            return {status::unavailable, nullptr,
-                    "redis: cannot connect to " + host_ + ":" + std::to_string(port_) +
-                        (refused.empty() ? std::string() : " (" + refused + ")")};
+            return failed("redis: cannot connect to " + host_ + ":" + std::to_string(port_) +
+                          (refused.empty() ? std::string() : ": " + refused));
         }
         redisReply* r = send(context, argc, argv.data(), lengths.data());
         if (r != nullptr && s != nullptr && is_noscript(r)) {
@@ -394,12 +416,21 @@ private:
             r = send(context, argc, argv.data(), lengths.data());
         }
         record(r != nullptr, probe);
-        if (r == nullptr) return {status::unavailable, nullptr, "redis: no answer from " + host_ + ":" + std::to_string(port_)};
+        if (r == nullptr) return failed("redis: no answer from " + host_ + ":" + std::to_string(port_));
         if (r->type == REDIS_REPLY_ERROR) {
             std::string message(r->str, r->len);
             return {status::server_error, r, std::move(message)};
         }
         return {status::ok, r};
+    }
+
+    /// An unavailable reply saying `why`, remembered for last_error().
+    reply failed(std::string why) {
+        {
+            std::lock_guard lock(error_mutex_);
+            last_error_ = why;
+        }
+        return {status::unavailable, nullptr, std::move(why)};
     }
 
     std::string host_;
@@ -411,6 +442,9 @@ private:
     std::atomic<std::int64_t> open_until_{0};  // steady ns the circuit stays open until; 0 = closed
     std::atomic<bool> probing_{false};
     std::atomic<int> failures_{0};  // consecutive failed calls
+    std::atomic<bool> refused_{false};  // the latest open was refused (AUTH or SELECT)
+    mutable std::mutex error_mutex_;
+    std::string last_error_;  // guarded by error_mutex_
 };
 
 }  // namespace ratelimit::redis

@@ -108,6 +108,39 @@ inline answer call(connection& c, const script& s, std::span<const std::string_v
 /// permits usable within wait_ns of the server's now".
 ///
 /// `Local` is the in-process limiter answering under on_error::local_fallback.
+/// The outage policy lives here once, for every Redis-backed limiter:
+///
+/// - An outage that begins after this object has reached Redis starts its
+///   local limiter empty (drained: the permits Redis granted before it are
+///   already in use), so a local bucket only refills, at the share, while
+///   Redis is away; a local window or log has its current window full. An
+///   outage from the start (Redis never answered this object) starts it as
+///   constructed (full).
+/// - Every permit the local limiter grants for a rate limiter is owed to
+///   Redis: the first call that reaches Redis again first takes the debt
+///   there (at most capacity per round trip, usable ahead when the script
+///   can take ahead, so the shared state falls into debt rather than refuse),
+///   and only then its own n. A debt Redis cannot take yet (a full log) makes
+///   the call wait or refuse as if its own n did not fit: first in line.
+///   Concurrency permits are released, not used up: nothing is owed; the
+///   concurrency fallback instead starts with all its permits held in place
+///   of this object's Redis leases, and frees one for each of those leases
+///   the object releases during the outage (so a process holds at most what
+///   it held through Redis, and at most the share locally): the live leases
+///   and local permits of all processes stay within max_concurrent. Local
+///   permits still held when Redis answers again are not known to Redis
+///   until released (up to P·s·max_concurrent more meanwhile).
+///
+/// Bound across an outage (rate limiters; B(T) the shared limit's bound, e.g.
+/// capacity + r·T for a token bucket): with P processes each at
+/// fallback_share s and P·s <= 1, the permits granted in all in any interval
+/// of length T stay within B(T) when every process reaches Redis again after
+/// the outage (each settles its debt before its next grant from Redis), less
+/// a few round trips' worth while the debts of several processes are being
+/// paid. Two exceptions add to it: P·s·capacity for processes whose outage
+/// began before they ever reached Redis (their buckets start full), and the
+/// local grants of a process that never reaches Redis again (at most
+/// s·r·D over an outage of length D).
 template <clock Clock, class Local>
 class remote {
 public:
@@ -141,8 +174,10 @@ public:
         for (;;) {
             const time_point now = clock_.now();
             const std::int64_t wait_ns = deadline <= now ? 0 : ratelimit::detail::saturating_ns(deadline - now);
-            const answer a = ask(n, wait_ns);
+            answer a = pay_debt(ask);  // granted when nothing is owed
+            if (a.reached && a.outcome == verdict::granted) a = ask(n, wait_ns);
             if (!a.reached) return on_outage(n, deadline);
+            note_reached();
             if (a.outcome == verdict::granted) {
                 if (a.delay_ns > 0) sleep_for_ns(now, a.delay_ns);
                 return true;
@@ -163,11 +198,13 @@ public:
         if (n == 0) return duration::zero();
         for (;;) {
             const time_point now = clock_.now();
-            const answer a = ask(n, std::numeric_limits<std::int64_t>::max());
+            answer a = pay_debt(ask);
+            if (a.reached && a.outcome == verdict::granted) a = ask(n, std::numeric_limits<std::int64_t>::max());
             if (!a.reached) {
                 on_outage_blocking(n);
                 return clock_.now() - start;
             }
+            note_reached();
             if (a.outcome == verdict::granted) {
                 if (a.delay_ns > 0) sleep_for_ns(now, a.delay_ns);
                 return clock_.now() - start;
@@ -180,32 +217,137 @@ public:
     /// Notes one call answered without Redis.
     void count_outage() noexcept { outages_.fetch_add(1, std::memory_order_relaxed); }
 
+    /// Notes that Redis answered: the next outage starts the local limiter
+    /// empty; a concurrency fallback gets back the permits it held for this
+    /// object's Redis leases.
+    void note_reached() {
+        if (!reached_.load(std::memory_order_relaxed)) reached_.store(true, std::memory_order_relaxed);
+        if (down_.load(std::memory_order_relaxed)) down_.store(false, std::memory_order_relaxed);
+        if constexpr (!consumes) {
+            if (placeholders_.load(std::memory_order_acquire) > 0) {
+                const std::int64_t k = placeholders_.exchange(0, std::memory_order_acq_rel);
+                if (k > 0) fallback_->release(k);
+            }
+        }
+    }
+
+    /// Concurrency: this object gave back k Redis leases it held; during an
+    /// outage each frees one local permit held in their place (see drain).
+    void released_remote(std::int64_t k) {
+        if constexpr (!consumes) {
+            std::int64_t held = placeholders_.load(std::memory_order_acquire);
+            while (held > 0 && k > 0) {
+                const std::int64_t freed = std::min(held, k);
+                if (placeholders_.compare_exchange_weak(held, held - freed, std::memory_order_acq_rel)) {
+                    fallback_->release(freed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The local limiter, for a call Redis did not answer under
+    /// on_error::local_fallback: drained first when this call begins an
+    /// outage after Redis has answered (see the class comment). Counts the outage.
+    Local& outage_fallback() {
+        count_outage();
+        if (!down_.exchange(true, std::memory_order_acq_rel) && reached_.load(std::memory_order_relaxed)) {
+            drain(*fallback_);
+        }
+        return *fallback_;
+    }
+
+    /// Notes n permits the local limiter granted, to be taken from Redis when it answers again.
+    void owe(std::int64_t n) noexcept {
+        if constexpr (consumes) debt_.fetch_add(n, std::memory_order_acq_rel);
+    }
+    /// Permits the local fallback granted that Redis has not been charged for yet.
+    [[nodiscard]] std::int64_t debt() const noexcept { return debt_.load(std::memory_order_acquire); }
+
+    /// Takes the debt from Redis, at most capacity per round trip, with no
+    /// deadline (a script that can take ahead puts the shared state in debt).
+    /// Returns granted when nothing is owed any more; the unreached answer
+    /// when Redis did not answer; the script's too_late answer (its delay
+    /// says when the debt could go) when Redis cannot take it yet. What is
+    /// not taken stays owed. A debt the script can never take (never,
+    /// out_of_range) is dropped.
+    template <class Ask>
+    answer pay_debt(Ask& ask) {
+        answer paid{true, verdict::granted};
+        if (debt_.load(std::memory_order_acquire) == 0) return paid;
+        std::int64_t owed = debt_.exchange(0, std::memory_order_acq_rel);
+        while (owed > 0) {
+            const std::int64_t k = std::min(owed, capacity_);
+            const answer a = ask(k, std::numeric_limits<std::int64_t>::max());
+            if (!a.reached || a.outcome == verdict::too_late) {
+                debt_.fetch_add(owed, std::memory_order_acq_rel);
+                if (a.reached) note_reached();
+                return a;
+            }
+            owed -= k;
+        }
+        note_reached();
+        return paid;
+    }
+
     /// The policy's answer to a blocking acquire of n during an outage:
     /// fail_open returns, local_fallback waits in the local limiter,
     /// fail_closed throws unavailable.
     void on_outage_blocking(std::int64_t n) {
-        count_outage();
         switch (options_.policy) {
-            case on_error::fail_open: return;
-            case on_error::local_fallback: fallback_->acquire(n); return;
-            case on_error::fail_closed: break;
+            case on_error::fail_open: count_outage(); return;
+            case on_error::local_fallback:
+                (void)outage_fallback().acquire(n);
+                owe(n);
+                return;
+            case on_error::fail_closed: count_outage(); break;
         }
-        throw unavailable(std::string(name_) + ": Redis did not answer (" + connection_->host() + ":" +
-                          std::to_string(connection_->port()) + ") and the policy is fail_closed");
+        throw unavailable(std::string(name_) + ": " + why_unavailable() + " and the policy is fail_closed");
     }
 
     /// The policy's answer to "may n permits go by `deadline`?" during an outage.
     bool on_outage(std::int64_t n, time_point deadline) {
-        count_outage();
         switch (options_.policy) {
-            case on_error::fail_open: return true;
-            case on_error::fail_closed: return false;
-            case on_error::local_fallback: return fallback_->try_acquire_until(n, deadline);
+            case on_error::fail_open: count_outage(); return true;
+            case on_error::fail_closed: count_outage(); return false;
+            case on_error::local_fallback:
+                if (!outage_fallback().try_acquire_until(n, deadline)) return false;
+                owe(n);
+                return true;
         }
         return false;
     }
 
+    /// "Redis did not answer (host:port: why)", or for a server that refused
+    /// the connection (wrong password) "Redis refused the connection (...)".
+    [[nodiscard]] std::string why_unavailable() const {
+        const std::string where = connection_->host() + ":" + std::to_string(connection_->port());
+        const std::string why = connection_->last_error();
+        if (connection_->refused()) return "Redis refused the connection (" + why + ")";
+        return "Redis did not answer (" + (why.empty() ? where : why) + ")";
+    }
+
 private:
+    /// A limiter whose permits are used up (rate limiters), as opposed to
+    /// released (concurrency): only those owe Redis for local grants and start empty.
+    static constexpr bool consumes = !requires(Local& l) { l.release(std::int64_t{1}); };
+
+    /// Takes every permit `local` has now (a few tries against concurrent
+    /// callers): a rate limiter then grants only what it refills from here
+    /// on; a concurrency limiter holds them in place of this object's Redis
+    /// leases, one freed per lease released (released_remote), all given
+    /// back when Redis answers again (note_reached).
+    void drain(Local& local) {
+        for (int attempt = 0; attempt < 4; ++attempt) {
+            const std::int64_t left = local.available();
+            if (left <= 0) return;
+            if (local.try_acquire(left)) {
+                if constexpr (!consumes) placeholders_.fetch_add(left, std::memory_order_acq_rel);
+                return;
+            }
+        }
+    }
+
     void sleep_for_ns(time_point from, std::int64_t ns) {
         ratelimit::sleep_until(clock_,
                                ratelimit::detail::deadline_after(from, ratelimit::detail::duration_from_ns<duration>(ns)));
@@ -218,6 +360,10 @@ private:
     std::int64_t capacity_;
     std::optional<Local> fallback_;
     std::atomic<std::uint64_t> outages_{0};
+    std::atomic<std::int64_t> debt_{0};  // local grants Redis has not been charged for
+    std::atomic<bool> reached_{false};   // Redis answered this object at least once
+    std::atomic<bool> down_{false};      // the latest call answered by the policy found Redis away
+    std::atomic<std::int64_t> placeholders_{0};  // concurrency: local permits held for Redis leases
 };
 
 

@@ -159,7 +159,13 @@ inline const script& token_bucket_script() {
 /// capacity). When Redis does not answer, the options' policy answers
 /// within connect_timeout + command_timeout (see options.hpp);
 /// local_fallback asks an in-process token_bucket at fallback_share of the
-/// rate and of the capacity (at least 1).
+/// rate and of the capacity (at least 1), empty when the outage begins
+/// after Redis has answered, and the permits it grants are taken from the
+/// shared bucket when Redis answers again (remote.hpp). Across an outage,
+/// P processes at a share s with P·s <= 1 therefore keep the same bound,
+/// capacity + r·T in any interval of length T (the exceptions, an outage
+/// from a process's start and one Redis never comes back from, are in
+/// remote.hpp).
 ///
 /// Edge cases: as the in-process token_bucket. Clients sharing a key should
 /// use the same rate and capacity; when they do not, each call applies its
@@ -197,15 +203,19 @@ public:
         Clock& clock = this->shared().clock();
         const typename base::time_point now = clock.now();
         if (n == 0) return reservation<Clock>(clock, now, 0);
-        const detail::answer a = run("take", n, std::numeric_limits<std::int64_t>::max());
+        auto take = [this](std::int64_t k, std::int64_t wait_ns) { return run("take", k, wait_ns); };
+        detail::answer a = this->shared().pay_debt(take);  // never too_late: the bucket takes ahead
+        if (a.reached) a = take(n, std::numeric_limits<std::int64_t>::max());
         if (!a.reached) {
-            if (auto* local = this->shared().fallback()) {
-                this->shared().count_outage();
-                return local->reserve(n);
+            if (this->shared().opts().policy == on_error::local_fallback) {
+                reservation<Clock> local = this->shared().outage_fallback().reserve(n);
+                this->shared().owe(n);  // owed even if cancelled later: the conservative side
+                return local;
             }
             this->shared().on_outage_blocking(n);  // fail_open returns; fail_closed throws
             return reservation<Clock>(clock, now, n);
         }
+        this->shared().note_reached();
         if (a.outcome != detail::verdict::granted) {
             throw std::overflow_error(std::string(name) + ": n = " + std::to_string(n) +
                                       " would be ready beyond the representable time range");

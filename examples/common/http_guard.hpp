@@ -35,8 +35,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -222,5 +229,159 @@ inline body read_body(const httplib::ContentReader& reader, std::uint64_t max_by
     if (!read && out.status == body_status::complete) out.status = body_status::broken;
     return out;
 }
+
+// ---------------------------------------------------------------------------
+// Slow and idle connections
+// ---------------------------------------------------------------------------
+
+/// Watches a thread-per-connection server's accepted connections and ends
+/// those that hold a worker without giving it work (slowloris).
+///
+/// Model: a connection is either in a handler (between the pre-routing
+/// handler, `started`, and the logger, `finished`) or reading: waiting for,
+/// or receiving, the headers of its next request. A reading connection gets
+/// `request_timeout` from its accept or its last answer to complete its
+/// headers, whatever it trickles in; then its socket is shut and its worker
+/// freed. An address with more than `max_per_address` connections loses its
+/// reading connections beyond that, longest-reading first (a connection in a
+/// handler is never cut here: its own timeouts bound it).
+///
+/// Guarantee: a reading connection holds a worker at most request_timeout +
+/// one sweep (100 ms); one address holds at most max_per_address workers
+/// with reading connections after a sweep. Limits of the model: httplib gives
+/// every accepted connection a worker until then, so N addresses each at the
+/// cap can hold N · max_per_address workers for request_timeout; size the
+/// pool above the connections that must always get through (and above
+/// max_per_address), and put a proxy that buffers requests in front when
+/// the number of hostile addresses is unbounded.
+///
+/// Thread-safe. Cost: a sweep reads /proc/self/fd (O(open descriptors)).
+class connection_watch {
+public:
+    connection_watch(std::chrono::milliseconds request_timeout, int max_per_address)
+        : request_timeout_(request_timeout), max_per_address_(max_per_address) {}
+    connection_watch(const connection_watch&) = delete;
+    connection_watch& operator=(const connection_watch&) = delete;
+    ~connection_watch() { stop(); }
+
+    /// Sweeps the connections accepted on `port` every 100 ms on its own thread.
+    void start(int port) {
+        thread_ = std::thread([this, port] {
+            std::unique_lock lock(mutex_);
+            while (!stopping_) {
+                lock.unlock();
+                sweep(port, std::chrono::steady_clock::now());
+                lock.lock();
+                wake_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_; });
+            }
+        });
+    }
+    void stop() {
+        {
+            const std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        if (thread_.joinable()) thread_.join();
+    }
+
+    /// A request's headers are in: its connection is in a handler.
+    void started(const httplib::Request& req) {
+        const std::lock_guard lock(mutex_);
+        handling_[key_of(req)] = true;
+    }
+    /// Its answer is written: the connection reads its next request from now.
+    void finished(const httplib::Request& req) {
+        const std::lock_guard lock(mutex_);
+        const std::string key = key_of(req);
+        handling_[key] = false;
+        answered_[key] = std::chrono::steady_clock::now();
+    }
+
+    /// Connections this watch has shut (too slow, or over an address's cap).
+    [[nodiscard]] std::int64_t shut_count() const {
+        const std::lock_guard lock(mutex_);
+        return shut_;
+    }
+
+    /// One pass: learn new connections, forget closed ones, shut the slow and the excess.
+    void sweep(int port, std::chrono::steady_clock::time_point now) {
+        struct seen {
+            int fd;
+            std::string address, key;
+        };
+        std::vector<seen> live;
+        for_each_connection(port, [&](int fd, std::string_view host, int peer_port) {
+            live.push_back({fd, std::string(host), std::string(host) + "|" + std::to_string(peer_port)});
+            return false;
+        });
+        const std::lock_guard lock(mutex_);
+        std::unordered_map<std::string, connection> still;
+        for (const seen& s : live) {
+            const auto it = connections_.find(s.key);
+            connection c = it != connections_.end() ? it->second : connection{s.fd, s.address, now, false};
+            c.fd = s.fd;
+            still[s.key] = c;
+        }
+        connections_.swap(still);
+        for (auto it = handling_.begin(); it != handling_.end();) {  // forget connections that are gone
+            if (connections_.count(it->first) == 0) {
+                answered_.erase(it->first);
+                it = handling_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        std::map<std::string, std::vector<std::pair<std::chrono::steady_clock::time_point, connection*>>> reading_by_address;
+        std::map<std::string, int> count_by_address;
+        for (auto& [key, c] : connections_) {
+            if (c.cut) continue;  // shut already; its worker is closing it
+            ++count_by_address[c.address];
+            const auto h = handling_.find(key);
+            if (h != handling_.end() && h->second) continue;  // in a handler
+            auto since = c.accepted;
+            if (const auto a = answered_.find(key); a != answered_.end()) since = std::max(since, a->second);
+            if (now - since > request_timeout_) {
+                shut(c);
+                --count_by_address[c.address];
+            } else {
+                reading_by_address[c.address].emplace_back(since, &c);
+            }
+        }
+        for (auto& [address, reading] : reading_by_address) {
+            std::sort(reading.begin(), reading.end(),  // longest reading first
+                      [](const auto& a, const auto& b) { return a.first < b.first; });
+            for (std::size_t i = 0; i < reading.size() && count_by_address[address] > max_per_address_; ++i) {
+                shut(*reading[i].second);
+                --count_by_address[address];
+            }
+        }
+    }
+
+private:
+    struct connection {
+        int fd = -1;
+        std::string address;
+        std::chrono::steady_clock::time_point accepted;
+        bool cut = false;
+    };
+    static std::string key_of(const httplib::Request& req) { return req.remote_addr + "|" + std::to_string(req.remote_port); }
+    void shut(connection& c) {  // requires mutex_
+        ::shutdown(c.fd, SHUT_RDWR);  // the worker's read ends; httplib closes the socket
+        c.cut = true;
+        ++shut_;
+    }
+
+    std::chrono::milliseconds request_timeout_;
+    int max_per_address_;
+    mutable std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stopping_ = false;
+    std::thread thread_;
+    std::unordered_map<std::string, connection> connections_;  ///< by "address|port"
+    std::unordered_map<std::string, bool> handling_;
+    std::unordered_map<std::string, std::chrono::steady_clock::time_point> answered_;
+    std::int64_t shut_ = 0;
+};
 
 }  // namespace examples::http

@@ -132,7 +132,12 @@ struct config {
     std::chrono::seconds upstream_timeout{120};  ///< read timeout for the upstream's answer
     std::chrono::milliseconds body_timeout{10'000};  ///< longest time a request body may take to arrive
     std::chrono::milliseconds drain{10'000};          ///< stop(): time requests being handled get to answer
-    int threads = 64;                            ///< worker threads = requests handled at once
+    /// Worker threads = connections served at once (httplib gives each
+    /// connection a thread until it closes): above what slow clients may hold
+    /// (max_connections_per_address per address, for header_timeout each).
+    int threads = 256;
+    std::chrono::milliseconds header_timeout{10'000};  ///< a request's headers must arrive within it
+    int max_connections_per_address = 32;  ///< beyond it, an address's connections still reading a request are cut
     std::int64_t default_max_tokens = 256;       ///< charged when a request names no max_tokens
 };
 
@@ -379,7 +384,8 @@ public:
                                               ratelimit::rate::per_minute(static_cast<double>(u.tokens_per_minute)),
                                               u.tokens_per_minute);
           }),
-          gate_(gate_config_of(config_)) {}
+          gate_(gate_config_of(config_)),
+          watch_(config_.header_timeout, config_.max_connections_per_address) {}
     server(const server&) = delete;
     server& operator=(const server&) = delete;
     ~server() { stop(); }
@@ -394,6 +400,7 @@ public:
         if (port <= 0) throw std::runtime_error("cannot bind " + config_.host + ":" + std::to_string(config_.port));
         http_.widen_backlog();
         port_ = port;
+        watch_.start(port);
         thread_ = std::thread([this] {
             sigset_t pipe;  // inherited by httplib's workers: a write to a closed socket returns EPIPE
             sigemptyset(&pipe);
@@ -415,6 +422,7 @@ public:
     void stop() {
         if (!thread_.joinable()) return;
         http_.stop();
+        watch_.stop();
         examples::http::for_each_connection(port_, [](int fd, std::string_view, int) {
             ::shutdown(fd, SHUT_RD);  // a read of the next request sees end of file; an answer still goes out
             return false;
@@ -467,6 +475,8 @@ private:
         if (c.concurrency < 0) fail("--concurrency must be >= 0, got " + std::to_string(c.concurrency));
         if (c.max_body_bytes < 1) fail("--max-body-bytes must be >= 1, got " + std::to_string(c.max_body_bytes));
         if (c.max_wait.count() < 0) fail("max_wait must be >= 0");
+        if (c.header_timeout.count() < 1) fail("--header-timeout-ms must be >= 1");
+        if (c.max_connections_per_address < 1) fail("--max-connections-per-address must be >= 1");
         if (c.threads < 1 || c.threads > 4096) fail("--threads must be in [1, 4096], got " + std::to_string(c.threads));
         if (c.default_max_tokens < 1) fail("default_max_tokens must be >= 1");
         return c;
@@ -528,6 +538,7 @@ private:
         // Before any body is read: a request whose length is ambiguous is
         // refused, and its connection ends after the answer (RFC 9112 §6.3).
         http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+            watch_.started(req);
             if (const auto problem = examples::http::framing_error(req)) {
                 reject(res, reason::bad_request, 400, *problem, "invalid_request_error", "invalid_framing");
                 examples::http::close_after_answer(res);
@@ -550,8 +561,9 @@ private:
             }
             return httplib::Server::HandlerResponse::Unhandled;
         });
-        http_.set_logger([](const httplib::Request& req, const httplib::Response&) {
+        http_.set_logger([this](const httplib::Request& req, const httplib::Response&) {
             examples::http::end_marked_connection(req, std::chrono::seconds(1));
+            watch_.finished(req);
         });
         http_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res,
                                                   const httplib::ContentReader& reader) { receive_chat(req, res, reader); });
@@ -853,6 +865,7 @@ private:
     ratelimit::keyed<ratelimit::dual_bucket<>> per_user_;
     ratelimit::llm::gate<> gate_;
     metrics metrics_;
+    examples::http::connection_watch watch_;  ///< ends slow and excess connections (slowloris)
     http_server http_;
     std::thread thread_;
     int port_ = -1;

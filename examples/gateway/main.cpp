@@ -16,7 +16,8 @@
 
 int main(int argc, char** argv) {
     std::string host = "127.0.0.1", upstream, keys_file, key_env;
-    int port = 0, threads = 64;
+    int port = 0, threads = 256, per_address = 32;
+    std::int64_t header_timeout_ms = 10'000;
     std::int64_t rpm = 0, tpm = 0, concurrency = 0, max_body = 1 << 20, max_wait_ms = 10'000, drain_seconds = 10;
     examples::flags::parser flags("gateway",
                                   "An OpenAI-compatible proxy: per-user request and token limits from the keys file,\n"
@@ -33,7 +34,12 @@ int main(int argc, char** argv) {
     flags.integer("drain-seconds", drain_seconds, "N",
                   "on SIGTERM/SIGINT, time requests being handled get to answer before the process exits (default 10)",
                   std::int64_t{0}, std::int64_t{3600});
-    flags.integer("threads", threads, "N", "worker threads = requests handled at once (default 64)", 1, 4096);
+    flags.integer("threads", threads, "N", "worker threads = connections served at once (default 256)", 1, 4096);
+    flags.integer("header-timeout-ms", header_timeout_ms, "MS",
+                  "a request's headers must arrive within it, from the connection's accept or last answer (default 10000)",
+                  std::int64_t{1}, std::int64_t{3'600'000});
+    flags.integer("max-connections-per-address", per_address, "N",
+                  "an address's connections beyond N that are still sending a request are closed (default 32)", 1, 65535);
     flags.text("host", host, "ADDR", "address to bind (default 127.0.0.1)");
     examples::flags::parse_or_exit(flags, argc, argv);
 
@@ -48,6 +54,8 @@ int main(int argc, char** argv) {
     config.max_wait = std::chrono::milliseconds(max_wait_ms);
     config.threads = threads;
     config.drain = std::chrono::seconds(drain_seconds);
+    config.header_timeout = std::chrono::milliseconds(header_timeout_ms);
+    config.max_connections_per_address = per_address;
     const std::string env_name = key_env.empty() ? "GATEWAY_UPSTREAM_KEY" : key_env;
     if (const char* value = std::getenv(env_name.c_str()); value != nullptr) {
         config.upstream_key = value;

@@ -890,3 +890,58 @@ TEST_CASE("SIGTERM and SIGINT stop the program within the drain time while slow 
         CHECK(took < 2500ms);  // the 1 s drain and its margin, not the clients' 20 s
     }
 }
+
+TEST_CASE("64 slow clients do not take the gateway down: /health still answers at once", "[gateway][program][issue14]") {
+    temp_file keys(keys_json);
+    gateway_process gw(keys.path);  // default flags
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> slow;
+    for (int i = 0; i < 64; ++i) slow.emplace_back(slow_headers, gw.port, std::cref(stop));
+    std::this_thread::sleep_for(1500ms);
+    for (int probe = 0; probe < 3; ++probe) {
+        INFO("probe " << probe);
+        httplib::Client c("127.0.0.1", gw.port);
+        c.set_connection_timeout(1s);
+        c.set_read_timeout(1s);
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto health = c.Get("/health");
+        CHECK(health);  // not REQUIRE: the slow clients' threads must still be joined
+        if (health) CHECK(health->status == 200);
+        CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+        std::this_thread::sleep_for(300ms);
+    }
+    stop = true;
+    for (auto& t : slow) t.join();
+}
+
+TEST_CASE("a client too slow with its headers is cut at the header timeout, and an address's excess connections at once",
+          "[gateway][program][issue14]") {
+    temp_file keys(keys_json);
+    gateway_process gw(keys.path, {"--header-timeout-ms", "1500", "--max-connections-per-address", "8"});
+    std::atomic<bool> stop{false};
+    std::atomic<int> ended{0};
+    std::vector<std::thread> slow;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 20; ++i) {
+        slow.emplace_back([&] {
+            slow_headers(gw.port, stop);
+            ++ended;
+        });
+    }
+    // Over the cap of 8: 12 are cut within a sweep or two.
+    const auto excess_deadline = t0 + 1200ms;
+    while (ended < 12 && std::chrono::steady_clock::now() < excess_deadline) std::this_thread::sleep_for(20ms);
+    CHECK(ended >= 12);
+    // The other 8 at the 1.5 s header timeout (plus a sweep and the client noticing).
+    const auto all_deadline = t0 + 4s;
+    while (ended < 20 && std::chrono::steady_clock::now() < all_deadline) std::this_thread::sleep_for(20ms);
+    CHECK(ended == 20);
+    CHECK(std::chrono::steady_clock::now() - t0 > 1400ms);  // not before the timeout
+    stop = true;
+    for (auto& t : slow) t.join();
+    // A quick client is still served.
+    httplib::Client c("127.0.0.1", gw.port);
+    const auto health = c.Get("/health");
+    REQUIRE(health);
+    CHECK(health->status == 200);
+}

@@ -143,7 +143,8 @@ inline std::optional<std::string> framing_error(const httplib::Request& req) {
 /// The declared Content-Length (framing_error checked), or nothing.
 inline std::optional<std::uint64_t> content_length(const httplib::Request& req) {
     if (!req.has_header("Content-Length")) return std::nullopt;
-    std::string_view v = req.get_header_value("Content-Length");
+    const std::string text = req.get_header_value("Content-Length");  // httplib 0.11 returns a copy
+    std::string_view v = text;
     v = v.substr(0, v.find(','));
     while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
     std::uint64_t n = 0;

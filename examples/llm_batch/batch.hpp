@@ -36,6 +36,9 @@
 //   earlier run come from the journal), since the provider's quota is still
 //   drawn down by the run that ended: the first requests wait for the quota
 //   to refill instead of going as a full burst.
+// - Learned limits (no --rpm/--tpm): until the first answer, one request is
+//   in flight (probe_turn), so the first wave cannot overrun a small provider
+//   bucket before the headers have named the limits.
 // - Every attempt passes the gate, so the client never sends above the
 //   configured or learned limits (at the gate's headroom). With use_gate
 //   off (--no-gate, for contrast) requests go at once and only retries wait.
@@ -870,6 +873,8 @@ public:
         }
         identity_ = input_identity(options_.input_path);
         if (options_.resume && options_.use_gate) start_drawn_down(previous);
+        const ratelimit::llm::stats known = gate_.snapshot();
+        probe_done_ = !options_.use_gate || (known.requests_per_minute > 0 && known.tokens_per_minute > 0);
         if (resumed_.torn_tail) warn("cut off a torn last line of " + options_.output_path);
         if (resumed_.unreadable > 0) {
             warn("ignored " + std::to_string(resumed_.unreadable) + " unreadable line(s) in " + options_.output_path);
@@ -1101,7 +1106,9 @@ private:
         for (int attempt = 1;; ++attempt) {
             if (attempt > 1) ++counters_.retries;
             std::optional<gate_type::ticket> ticket;
+            probe_turn probe(*this);  // while the limits are unknown: one request at a time
             if (options_.use_gate) {
+                if (!probe.take()) return left_unfinished();
                 try {
                     // The gate's line: charged only when the request goes, so the
                     // tokens finished requests give back serve the next ones.
@@ -1133,6 +1140,7 @@ private:
                 }
                 delay = backoff_delay(attempt, options_.backoff_initial, options_.backoff_max, unit(rng));
             } else {
+                probe.answered();  // its headers are in the gate (or there are none to learn from)
                 const int status = res->status;
                 last = response_info{status, "", parse_body(res->body)};
                 last->request_id = res->get_header_value("x-request-id");
@@ -1171,10 +1179,59 @@ private:
                                                 std::min(*quota.retry_after, gate_.config().max_pause))
                                           : backoff_delay(attempt, options_.backoff_initial, options_.backoff_max, unit(rng));
             }
+            probe.release();
             if (!sleep_until(steady::now() + delay)) return left_unfinished();
         }
         write_record(rng, j, last, error);
     }
+
+    /// A worker's turn to send while the limits are still unknown (learned
+    /// mode, no response seen yet): the first wave would otherwise go out as
+    /// `concurrency` requests at once, and every one beyond the provider's
+    /// burst (1 at 60 RPM) draws a 429. So until the first answer, one request
+    /// is in flight; its headers teach the gate the limits, and the rest go
+    /// paced. A network error passes the turn on; an answer ends the probing
+    /// (headers or not: without them there is nothing to wait for).
+    class probe_turn {
+    public:
+        explicit probe_turn(runner& r) : runner_(r) {}
+        probe_turn(const probe_turn&) = delete;
+        probe_turn& operator=(const probe_turn&) = delete;
+        ~probe_turn() { release(); }
+
+        /// Waits for the turn while probing; false when the run is stopping.
+        bool take() {
+            std::unique_lock lock(runner_.probe_mutex_);
+            for (;;) {
+                if (runner_.probe_done_) return true;
+                if (!runner_.probe_busy_) {
+                    runner_.probe_busy_ = held_ = true;
+                    return true;
+                }
+                if (runner_.stopping()) return false;
+                runner_.probe_wake_.wait_for(lock, std::chrono::milliseconds(50));
+            }
+        }
+        /// The request got an HTTP answer: probing ends when this turn ends
+        /// (after complete() has fed its headers to the gate).
+        void answered() noexcept { answered_ = true; }
+
+        /// Ends the turn (before a retry delay, so the next worker may probe meanwhile); idempotent.
+        void release() {
+            if (!held_) return;
+            {
+                std::lock_guard lock(runner_.probe_mutex_);
+                runner_.probe_busy_ = held_ = false;
+                if (answered_) runner_.probe_done_ = true;
+            }
+            runner_.probe_wake_.notify_all();
+        }
+
+    private:
+        runner& runner_;
+        bool held_ = false;
+        bool answered_ = false;
+    };
 
     /// Writes the limits in force to the journal when they changed (learned from headers).
     void note_limits() {
@@ -1275,6 +1332,11 @@ private:
     std::int64_t retried_ = 0;     // failed records dropped from the output to be sent again
     std::exception_ptr fatal_;
     std::atomic<bool> fatal_flag_{false};
+
+    std::mutex probe_mutex_;  // guards the two flags below (probe_turn)
+    std::condition_variable probe_wake_;
+    bool probe_busy_ = false;
+    bool probe_done_ = true;  // set false by the constructor in learned mode
 
     std::mutex watch_mutex_;  // guards workers_done_
     std::condition_variable watch_wake_;

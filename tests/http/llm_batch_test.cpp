@@ -1112,7 +1112,8 @@ TEST_CASE("resume sends again only the requests in flight at a kill, with the sa
     write_batch(dir.file("in.jsonl"), 8);
     ratelimit_test::child c = ratelimit_test::spawn(
         LLM_BATCH_BINARY, {"--input", dir.file("in.jsonl"), "--output", dir.file("out.jsonl"), "--base-url",
-                           "http://127.0.0.1:" + std::to_string(server.port), "--concurrency", "3", "--no-progress"});
+                           "http://127.0.0.1:" + std::to_string(server.port), "--concurrency", "3", "--no-progress",
+                           "--rpm", "6000", "--tpm", "10000000"});  // limits known: no one-at-a-time probe
     const bool three_in_flight = eventually([&] { return server.count() == 3; });
     ::kill(c.pid, SIGKILL);
     (void)ratelimit_test::exit_status(c.pid);
@@ -1150,4 +1151,22 @@ TEST_CASE("resume sends again only the requests in flight at a kill, with the sa
     CHECK(again.requests == 0);
     CHECK(again.resent == 0);
     CHECK(server.count() == 3 + 8);
+}
+
+TEST_CASE("learning the limits at 60 RPM from mock_upstream's headers draws no 429: one request goes first",
+          "[llm_batch][program][issue14]") {
+    // 60 RPM: the provider's bucket holds 1 request. Sent before any header was seen, a first wave
+    // of --concurrency requests drew concurrency − 1 429s (9 per 25 lines at --concurrency 10).
+    mock_program mock({"--rpm", "60", "--latency-ms", "10:30"});
+    REQUIRE(mock.port > 0);
+    temp_dir dir;
+    write_batch(dir.file("in.jsonl"), 6);
+    CHECK(run_program({"--input", dir.file("in.jsonl"), "--output", dir.file("out.jsonl"), "--base-url",
+                       "http://127.0.0.1:" + std::to_string(mock.port), "--concurrency", "16", "--no-progress",
+                       "--summary-json", dir.file("summary.json")}) == 0);
+    const json summary = json::parse(read_file(dir.file("summary.json")));
+    CHECK(summary.at("succeeded") == 6);
+    CHECK(summary.at("limits").at("requests_per_minute") == 60);
+    CHECK(summary.at("throttled_429") == 0);
+    CHECK(mock.stats().at("throttled_429") == 0);
 }

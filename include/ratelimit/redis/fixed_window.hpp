@@ -77,7 +77,12 @@ inline const script& fixed_window_script() {
 /// limit), one hash {w, c} per key, expiring when its window ends. When
 /// Redis does not answer, the options' policy answers within connect_timeout
 /// + command_timeout; local_fallback asks an in-process ratelimit::fixed_window
-/// at max(1, limit·fallback_share) (aligned at its construction).
+/// at max(1, limit·fallback_share) (aligned at its construction), its current
+/// window full when the outage begins after Redis has answered, and its
+/// grants are counted in Redis when it answers again, in the first window
+/// with room (remote.hpp): with P processes at a share s and P·s <= 1, a
+/// window during an outage may see up to `limit` more, which the windows
+/// after it give up.
 ///
 /// Edge cases: as the in-process fixed_window: n == 0 succeeds at once, n < 0
 /// throws std::invalid_argument, n > limit() never blocks (`try_*` return

@@ -16,7 +16,12 @@ namespace ratelimit::redis {
 enum class on_error {
     fail_open,       ///< grant: availability over the limit
     fail_closed,     ///< refuse: the limit over availability
-    local_fallback,  ///< ask an in-process limiter of the same kind at `fallback_share` of the limit
+    /// ask an in-process limiter of the same kind at `fallback_share` of the
+    /// limit: empty when the outage begins after Redis has answered, and its
+    /// grants taken from Redis when it answers again, so P processes at a
+    /// share s with P·s <= 1 keep the shared bound across an outage
+    /// (remote.hpp states it and its two exceptions)
+    local_fallback,
 };
 
 /// Options every Redis-backed limiter takes.
@@ -26,7 +31,10 @@ struct options {
     /// tag, so all of one limiter's keys land in one slot.
     std::string prefix = "ratelimit";
     /// Share of the limit the local fallback allows, in (0, 1]: with N
-    /// processes sharing a quota, 1/N keeps the sum within it during an outage.
+    /// processes sharing a quota, 1/N keeps the sum within it during an outage
+    /// and after it (token bucket: capacity + r·T in any interval of length T),
+    /// because each local limiter starts empty when the outage begins after
+    /// Redis has answered and its grants are taken from Redis when it is back.
     double fallback_share = 1.0;
 };
 

@@ -131,16 +131,20 @@ inline answer call(connection& c, const script& s, std::span<const std::string_v
 ///   permits still held when Redis answers again are not known to Redis
 ///   until released (up to P·s·max_concurrent more meanwhile).
 ///
-/// Bound across an outage (rate limiters; B(T) the shared limit's bound, e.g.
-/// capacity + r·T for a token bucket): with P processes each at
-/// fallback_share s and P·s <= 1, the permits granted in all in any interval
-/// of length T stay within B(T) when every process reaches Redis again after
-/// the outage (each settles its debt before its next grant from Redis), less
-/// a few round trips' worth while the debts of several processes are being
-/// paid. Two exceptions add to it: P·s·capacity for processes whose outage
+/// Bound across an outage (token bucket: B(T) = capacity + r·T): with P
+/// processes each at fallback_share s and P·s <= 1, the permits granted in
+/// all in any interval of length T stay within B(T) when every process
+/// reaches Redis again after the outage (each settles its debt before its
+/// next grant from Redis), plus what other processes take from Redis in the
+/// round trips before the last debt is paid. Two exceptions add to it: P·s·capacity for processes whose outage
 /// began before they ever reached Redis (their buckets start full), and the
 /// local grants of a process that never reaches Redis again (at most
-/// s·r·D over an outage of length D).
+/// s·r·D over an outage of length D). For a window limiter the debt is
+/// counted in the first window with room once Redis answers, so each Redis
+/// window holds at most `limit` grants and debt together; in real time a
+/// window during the outage may see up to P·s·limit local grants beyond
+/// its limit (local windows are aligned apart from Redis's), which the
+/// windows after the outage then give up.
 template <clock Clock, class Local>
 class remote {
 public:

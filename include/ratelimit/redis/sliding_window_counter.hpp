@@ -78,7 +78,11 @@ inline const script& sliding_window_counter_script() {
 /// it counts ends. When Redis does not answer, the options' policy answers
 /// within connect_timeout + command_timeout; local_fallback asks an in-process
 /// ratelimit::sliding_window_counter at max(1, limit·fallback_share) (at most
-/// its max_limit, aligned at its construction).
+/// its max_limit, aligned at its construction), its current window full when
+/// the outage begins after Redis has answered; its grants are counted in
+/// Redis when it answers again, at the earliest time the estimate leaves room
+/// (remote.hpp): with P processes at a share s and P·s <= 1, a window during
+/// an outage may see up to `limit` more, which later ones give up.
 ///
 /// Edge cases: as the in-process sliding_window_counter: n == 0 succeeds at
 /// once, n < 0 throws std::invalid_argument, n > limit() never blocks. The

@@ -129,7 +129,12 @@ inline const script& sliding_window_log_script() {
 /// 1.4 µs each (measured: n = 2^15 takes 45 ms, the server busy meanwhile). When
 /// Redis does not answer, the options' policy answers within connect_timeout
 /// + command_timeout; local_fallback asks an in-process
-/// ratelimit::sliding_window_log at max(1, limit·fallback_share).
+/// ratelimit::sliding_window_log at max(1, limit·fallback_share), full when the
+/// outage begins after Redis has answered; its grants are logged in Redis
+/// before anything else once it answers again and has room (remote.hpp),
+/// stamped when Redis takes them: with P processes at a share s and
+/// P·s <= 1, a window during an outage may see up to `limit` more, which
+/// the windows after it give up.
 ///
 /// Edge cases: n == 0 succeeds at once, n < 0 throws std::invalid_argument,
 /// n > limit() never blocks (`try_*` return false, `acquire` throws

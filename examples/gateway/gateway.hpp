@@ -23,7 +23,9 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -35,6 +37,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -336,6 +339,77 @@ inline std::int64_t ceil_seconds(std::chrono::nanoseconds d) {
     const auto s = std::chrono::ceil<std::chrono::seconds>(d).count();
     return std::max<std::int64_t>(1, s);
 }
+
+// ---------------------------------------------------------------------------
+// The fair line
+// ---------------------------------------------------------------------------
+
+/// Who waits for the shared upstream quota next: round robin over users.
+///
+/// Model: one request at a time is "inside" (waiting in the upstream gate's
+/// own FIFO line); the others wait here, each user's in arrival order, and
+/// each time the request inside leaves (admitted, refused or given up), the
+/// next user in turn sends its oldest request inside. A user with a request
+/// waiting is served within one turn of each other waiting user: a light
+/// user's request waits for at most one request of every other user, never
+/// for all of a heavy user's (a FIFO line would put it behind them all).
+///
+/// Thread-safe: one mutex and a condition variable; a waiter holds no lock
+/// while it sleeps. enter() is O(1) amortized; memory O(waiting requests).
+class fair_line {
+public:
+    /// Waits for this request's turn until `deadline`; false (and out of line) when it passes.
+    bool enter(const std::string& user, std::chrono::steady_clock::time_point deadline) {
+        std::unique_lock lock(mutex_);
+        const std::uint64_t me = next_id_++;
+        auto& mine = waiting_[user];
+        if (mine.empty()) turns_.push_back(user);
+        mine.push_back(me);
+        grant();
+        if (!cv_.wait_until(lock, deadline, [&] { return granted_.count(me) != 0; })) {
+            auto& queue = waiting_[user];  // still waiting: leave the line
+            queue.erase(std::find(queue.begin(), queue.end(), me));
+            if (queue.empty()) {
+                waiting_.erase(user);
+                turns_.erase(std::find(turns_.begin(), turns_.end(), user));
+            }
+            return false;
+        }
+        granted_.erase(me);
+        return true;
+    }
+    /// The request inside left the gate's line: the next turn goes.
+    void leave() {
+        const std::lock_guard lock(mutex_);
+        inside_ = false;
+        grant();
+    }
+
+private:
+    void grant() {  // requires mutex_
+        if (inside_ || turns_.empty()) return;
+        const std::string user = turns_.front();
+        turns_.pop_front();
+        auto& queue = waiting_[user];
+        granted_.insert(queue.front());
+        queue.pop_front();
+        if (queue.empty()) {
+            waiting_.erase(user);
+        } else {
+            turns_.push_back(user);  // its next request waits for everyone else's turn
+        }
+        inside_ = true;
+        cv_.notify_all();
+    }
+
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::unordered_map<std::string, std::deque<std::uint64_t>> waiting_;  ///< by user, oldest first
+    std::deque<std::string> turns_;                                       ///< users with requests waiting, in turn order
+    std::unordered_set<std::uint64_t> granted_;                           ///< turns given, not yet taken by their waiter
+    std::uint64_t next_id_ = 0;
+    bool inside_ = false;
+};
 
 // ---------------------------------------------------------------------------
 // The server
@@ -716,7 +790,24 @@ private:
         std::optional<ratelimit::llm::gate<>::ticket> ticket;
         const auto asked = std::chrono::steady_clock::now();
         try {
-            ticket.emplace(gate_.acquire(cost));
+            // Users take turns to enter the gate's line (fair_line); the wait
+            // for a turn counts against max_wait, the gate gets the rest.
+            const bool never = total > gate_.snapshot().tokens_per_minute && gate_.snapshot().tokens_per_minute > 0;
+            if (never) ticket.emplace(gate_.acquire(cost));  // throws capacity_exceeded at once
+            const auto deadline = asked + config_.max_wait;
+            if (!line_.enter(who->user, deadline)) throw ratelimit::llm::gate_timeout("no turn before max_wait");
+            try {
+                ticket = gate_.try_acquire_until(cost, deadline);
+            } catch (...) {
+                line_.leave();
+                throw;
+            }
+            line_.leave();
+            if (!ticket) {
+                if (gate_.snapshot().tokens_per_minute > 0 && total > gate_.snapshot().tokens_per_minute)
+                    ticket.emplace(gate_.acquire(cost));  // a learned limit fell below the cost: capacity_exceeded
+                throw ratelimit::llm::gate_timeout("the upstream line would take longer than max_wait");
+            }
         } catch (const ratelimit::llm::gate_timeout&) {
             give_back();
             const auto paused = gate_.snapshot().paused_for;
@@ -865,6 +956,7 @@ private:
     ratelimit::keyed<ratelimit::dual_bucket<>> per_user_;
     ratelimit::llm::gate<> gate_;
     metrics metrics_;
+    fair_line line_;
     examples::http::connection_watch watch_;  ///< ends slow and excess connections (slowloris)
     http_server http_;
     std::thread thread_;

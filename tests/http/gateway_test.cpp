@@ -945,3 +945,41 @@ TEST_CASE("a client too slow with its headers is cut at the header timeout, and 
     REQUIRE(health);
     CHECK(health->status == 200);
 }
+
+TEST_CASE("under a flood from one user, a light user's requests wait for one turn, not behind the whole flood",
+          "[gateway][http][issue14]") {
+    // The upstream line takes 4 requests a second (240 a minute, less headroom).
+    // heavy keeps 16 requests waiting, 4 s of line; light sends 3 in a row.
+    rig r({key("sk-heavy-1", "heavy", 100000), key("sk-light-1", "light", 60)}, 6000,
+          [](gateway::config& g) { g.requests_per_minute = 240; });
+    std::atomic<bool> stop{false};
+    std::atomic<int> heavy_ok{0};
+    std::vector<std::thread> heavy;
+    for (int i = 0; i < 16; ++i) {
+        heavy.emplace_back([&] {
+            auto c = r.client();
+            while (!stop) {
+                const auto res = chat(c, "sk-heavy-1");
+                if (res && res->status == 200) ++heavy_ok;
+            }
+        });
+    }
+    std::this_thread::sleep_for(1500ms);  // the line is full of heavy's requests
+    auto light = r.client();
+    std::vector<double> waits;
+    for (int i = 0; i < 3; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto res = chat(light, "sk-light-1");
+        waits.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        CHECK(res);
+        if (res) CHECK(res->status == 200);
+    }
+    stop = true;
+    for (auto& t : heavy) t.join();
+    for (const double w : waits) {
+        INFO("light waited " << w << " s");
+        CHECK(w < 1.5);  // one heavy request inside the gate and one turn: about 0.5 s; FIFO would be ~4 s
+    }
+    CHECK(heavy_ok > 5);  // heavy was served meanwhile too
+    CHECK(r.mock->totals().throttled_429 == 0);
+}

@@ -435,7 +435,19 @@ private:
 ///     back to the caller; its x-ratelimit-* headers are dropped (they describe
 ///     the shared quota, not the caller's), its Retry-After is kept.
 /// After an upstream 2xx, the tokens reserved but not used (by the response's
-/// `usage`) are given back to both the gate and the user's bucket.
+/// `usage`) are given back to both the gate and the user's bucket; after a
+/// 5xx, a refused upstream key (401/403, answered as the gateway's own 502)
+/// or no answer, the user's whole charge is.
+///
+/// A request above one sub-window of the upstream's token limit (tpm/60 with
+/// the gate's one-second sub-windows) but within its minute is held until the
+/// gate's token bucket is full (a full sub-window: the gate lets a request
+/// larger than its bucket go only then, leaving the bucket in debt), then
+/// sent. An upstream that refuses it anyway with a 429 naming no retry time
+/// (a refusal of its size: mock_upstream's "can never be admitted") makes
+/// the gateway answer that request, and every later one above that
+/// sub-window, 400 request_too_large, with no pause of the line; so it draws
+/// at most one provider 429. Users take turns for the line (fair_line).
 ///
 /// The caller's Authorization header is never forwarded; the upstream key is
 /// never written to a response or a log (the server logs nothing).
@@ -757,6 +769,13 @@ private:
         const ratelimit::llm::request_cost cost = parsed.cost;
         const std::int64_t total = cost.total();
 
+        if (above_sub_window(total)) {
+            return reject(res, reason::bad_request, 400,
+                          "This request may use " + std::to_string(total) + " tokens (prompt + max_tokens), above the " +
+                              std::to_string(sub_window_tokens_.load(std::memory_order_relaxed)) +
+                              " tokens the upstream takes in one request (a one-second share of its per-minute limit).",
+                          "invalid_request_error", "request_too_large");
+        }
         const user_decision d = per_user_.with(who->user, [total](ratelimit::dual_bucket<>& b) {
             user_decision out;
             if (total > b.token_capacity()) {
@@ -854,16 +873,23 @@ private:
         }
         const httplib::Response& up = *result;
         metrics_.upstream_status(up.status);
-        if (up.status == 429 && above_upstream_minute(up.headers, cost)) {
-            // The provider refused a request that can never fit its per-minute
-            // token limit (learned from these headers): a 429 would tell the
-            // caller to retry forever. Its headers still teach the gate the
-            // limit, but this is no sign of a spent quota, so no pause.
+        if (up.status == 429) remember_sub_window_refusal(up.headers, cost);
+        if (up.status == 429 && (above_upstream_minute(up.headers, cost) || above_sub_window(cost.total()))) {
+            // The provider refused a request that can never fit (its per-minute
+            // token limit, learned from these headers, or its one-second share):
+            // a 429 would tell the caller to retry forever. Its headers still
+            // teach the gate the limit, but this is no sign of a spent quota,
+            // so no pause.
+            // (The gate keeps what it charged: it refunds only after a 2xx, and a
+            // cost above its bucket left debt that a refund cannot pass. The
+            // next requests wait that debt out, at most cost / rate, once.)
             ticket.complete(400, up.headers);
             refund_user();
             return reject(res, reason::bad_request, 400,
                           "This request may use " + std::to_string(cost.total()) +
-                              " tokens (prompt + max_tokens), above the upstream's whole per-minute limit.",
+                              " tokens (prompt + max_tokens), more than the upstream takes in one request " +
+                              (above_upstream_minute(up.headers, cost) ? "(its whole per-minute limit)."
+                                                                        : "(a one-second share of its per-minute limit)."),
                           "invalid_request_error", "request_too_large");
         }
         if (up.status == 401 || up.status == 403) {
@@ -896,6 +922,22 @@ private:
         res.status = up.status;
         const std::string type = up.has_header("Content-Type") ? up.get_header_value("Content-Type") : "application/json";
         res.set_content(up.body, type.c_str());
+    }
+
+    /// A 429 with no retry time for a cost above one sub-window (a second) of
+    /// the upstream's per-minute token limit is a refusal of the size, not of
+    /// the moment (mock_upstream: "can never be admitted"): from then on such
+    /// costs are answered 400 at once instead of drawing another provider 429.
+    void remember_sub_window_refusal(const httplib::Headers& headers, const ratelimit::llm::request_cost& cost) {
+        const ratelimit::quota_snapshot q = ratelimit::parse_rate_limit_headers(headers);
+        if (q.retry_after || !q.tokens || !q.tokens->limit || *q.tokens->limit < 1) return;
+        const std::int64_t sub_window = std::max<std::int64_t>(1, *q.tokens->limit / 60);
+        if (cost.total() > sub_window) sub_window_tokens_.store(sub_window, std::memory_order_relaxed);
+    }
+    /// Is `total` above a sub-window the upstream was seen to refuse as too large?
+    [[nodiscard]] bool above_sub_window(std::int64_t total) const {
+        const std::int64_t limit = sub_window_tokens_.load(std::memory_order_relaxed);
+        return limit > 0 && total > limit;
     }
 
     /// Do the upstream's rate-limit headers name a per-minute token limit below `cost`?
@@ -957,6 +999,7 @@ private:
     ratelimit::llm::gate<> gate_;
     metrics metrics_;
     fair_line line_;
+    std::atomic<std::int64_t> sub_window_tokens_{0};  ///< 0, or the largest cost the upstream takes (seen refused above it)
     examples::http::connection_watch watch_;  ///< ends slow and excess connections (slowloris)
     http_server http_;
     std::thread thread_;

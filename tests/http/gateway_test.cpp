@@ -983,3 +983,47 @@ TEST_CASE("under a flood from one user, a light user's requests wait for one tur
     CHECK(heavy_ok > 5);  // heavy was served meanwhile too
     CHECK(r.mock->totals().throttled_429 == 0);
 }
+
+TEST_CASE("a request above the upstream's one-second share draws at most one provider 429 and never pauses other users",
+          "[gateway][http][issue14]") {
+    // The mock: 200000 tokens a minute in one-second buckets of 3333, and a
+    // cost above its bucket can never be admitted. 10000 tokens is within the
+    // minute but above the second.
+    mock_upstream::config m;
+    m.tokens_per_minute = 200000;
+    m.min_latency_ms = m.max_latency_ms = 0;
+    mock_upstream::server mock(m);
+    gateway::config g;
+    g.upstream = "http://127.0.0.1:" + std::to_string(mock.start());
+    g.tokens_per_minute = 200000;
+    g.keys = {key("sk-big-1", "big", 1000, 10'000'000), key("sk-small-1", "small", 1000, 10'000'000)};
+    gateway::server gw(g);
+    httplib::Client c("127.0.0.1", gw.start());
+    c.set_read_timeout(30s);
+    std::vector<int> big_status;
+    std::vector<double> small_waits;
+    for (int i = 0; i < 4; ++i) {
+        const auto big = chat(c, "sk-big-1", chat_body(10000));
+        REQUIRE(big);
+        big_status.push_back(big->status);
+        CHECK_FALSE(big->has_header("Retry-After"));
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto small = chat(c, "sk-small-1");
+        small_waits.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        REQUIRE(small);
+        CHECK(small->status == 200);
+    }
+    for (const int s : big_status) CHECK(s == 400);
+    // The first waits out the debt the gate's bucket took for the first large
+    // request, sent when the bucket was full (10000 - 3266 tokens at 3266 a
+    // second: ~2.1 s); later large ones are refused at once, so no more waits,
+    // and no provider 429 pauses the line (each would pause it a second).
+    CHECK(small_waits[0] < 3.0);
+    for (std::size_t i = 1; i < small_waits.size(); ++i) {
+        INFO("small waited " << small_waits[i] << " s");
+        CHECK(small_waits[i] < 0.5);
+    }
+    CHECK(mock.totals().throttled_429 <= 1);  // the first, which taught the gateway the upstream's size limit
+    gw.stop();
+    mock.stop();
+}

@@ -418,11 +418,17 @@ private:
 /// The gateway: an httplib server on its own thread.
 ///
 /// Routes: POST /v1/chat/completions, GET /v1/limits, GET /health, GET /metrics;
-/// anything else 404. A chat request is decided in this order, each refusal an
-/// OpenAI-shaped JSON error the gateway answers itself:
-///  1. 401 unless `Authorization: Bearer KEY` names a known key;
-///  2. 413 when the body exceeds max_body_bytes (httplib refuses it before
-///     reading it into memory; the 401 check still comes first);
+/// another method on one of them 405 with Allow; anything else 404. Before any
+/// body is read, a request with an ambiguous length (RFC 9112 §6.3) is 400
+/// invalid_framing, and a body sent to a route that takes none is answered
+/// unread; such connections end after the answer. A chat request is decided
+/// in this order, each refusal an OpenAI-shaped JSON error the gateway
+/// answers itself:
+///  1. 401 unless `Authorization: Bearer KEY` names a known key (on the
+///     headers, before the body is read);
+///  2. 413 when the body exceeds max_body_bytes: a declared length at once,
+///     a chunked body as soon as it passes the limit (never read whole); 408
+///     when it takes longer than body_timeout;
 ///  3. 400 for malformed JSON, a missing or empty `messages`, a bad max_tokens,
 ///     or a cost above the user's or the upstream's whole per-minute token limit;
 ///  4. 429 (`user_limit`) when the user's dual bucket (requests_per_minute and

@@ -610,11 +610,15 @@ private:
         // §6.3), and a body sent to a route that takes none is not read; either
         // way the connection ends after the answer.
         http_.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-            std::optional<std::string> problem = examples::http::framing_error(req);
-            const bool has_body = req.has_header("Transfer-Encoding") || examples::http::content_length(req).value_or(0) > 0;
-            if (!problem && has_body && req.path != "/v1/chat/completions") problem = "No body is expected on " + req.method + " " + req.path + ".";
-            if (!problem) return httplib::Server::HandlerResponse::Unhandled;
-            send_json(res, 400, error_body(*problem, "invalid_request_error", "invalid_request"));
+            if (const auto problem = examples::http::framing_error(req)) {
+                send_json(res, 400, error_body(*problem, "invalid_request_error", "invalid_request"));
+            } else if (const bool has_body = req.has_header("Transfer-Encoding") ||
+                                             examples::http::content_length(req).value_or(0) > 0;
+                       has_body && req.path != "/v1/chat/completions") {  // 404 as before, but unread
+                send_json(res, 404, error_body("Unknown path " + req.method + " " + req.path, "invalid_request_error", "unknown_url"));
+            } else {
+                return httplib::Server::HandlerResponse::Unhandled;
+            }
             examples::http::close_after_answer(res);
             return httplib::Server::HandlerResponse::Handled;
         });

@@ -366,7 +366,12 @@ public:
         if (mine.empty()) turns_.push_back(user);
         mine.push_back(me);
         grant();
-        if (!cv_.wait_until(lock, deadline, [&] { return granted_.count(me) != 0; })) {
+        if (!cv_.wait_until(lock, deadline, [&] { return granted_.count(me) != 0 || closed_; }) || closed_) {
+            if (granted_.erase(me) != 0) {  // closed after its turn came: pass the turn on
+                inside_ = false;
+                grant();
+                return false;
+            }
             auto& queue = waiting_[user];  // still waiting: leave the line
             queue.erase(std::find(queue.begin(), queue.end(), me));
             if (queue.empty()) {
@@ -377,6 +382,16 @@ public:
         }
         granted_.erase(me);
         return true;
+    }
+    /// Wakes every waiter with false, and refuses every later enter (shutdown).
+    void close() {
+        const std::lock_guard lock(mutex_);
+        closed_ = true;
+        cv_.notify_all();
+    }
+    [[nodiscard]] bool closed() const {
+        const std::lock_guard lock(mutex_);
+        return closed_;
     }
     /// The request inside left the gate's line: the next turn goes.
     void leave() {
@@ -402,8 +417,9 @@ private:
         cv_.notify_all();
     }
 
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::condition_variable cv_;
+    bool closed_ = false;
     std::unordered_map<std::string, std::deque<std::uint64_t>> waiting_;  ///< by user, oldest first
     std::deque<std::string> turns_;                                       ///< users with requests waiting, in turn order
     std::unordered_set<std::uint64_t> granted_;                           ///< turns given, not yet taken by their waiter
@@ -523,6 +539,13 @@ public:
         while (http_.is_running() && std::chrono::steady_clock::now() < deadline)
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         if (http_.is_running()) {  // the drain time is over: cut what is left
+            line_.close();  // callers waiting for a turn or for the quota answer 503 now
+            gate_.close();
+            const auto answered = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+            while (http_.is_running() && std::chrono::steady_clock::now() < answered)
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        if (http_.is_running()) {  // still not done: cut the upstream calls and the connections
             {
                 const std::lock_guard lock(clients_mutex_);
                 cut_ = true;
@@ -835,6 +858,10 @@ private:
             }
         } catch (const ratelimit::llm::gate_timeout&) {
             give_back();
+            if (line_.closed()) {  // stop() ended the wait
+                res.set_header("Connection", "close");
+                return send_json(res, 503, error_body("The gateway is shutting down.", "server_error", "shutting_down"));
+            }
             const auto paused = gate_.snapshot().paused_for;
             res.set_header("Retry-After", std::to_string(ceil_seconds(std::max<std::chrono::nanoseconds>(paused, std::chrono::seconds(1)))));
             return reject(res, reason::upstream_wait, 429,
@@ -847,6 +874,10 @@ private:
                           "This request may use " + std::to_string(total) +
                               " tokens (prompt + max_tokens), above the upstream's whole per-minute limit.",
                           "invalid_request_error", "request_too_large");
+        } catch (const ratelimit::llm::gate_closed&) {  // stop() closed the gate
+            give_back();
+            res.set_header("Connection", "close");
+            return send_json(res, 503, error_body("The gateway is shutting down.", "server_error", "shutting_down"));
         }
         metrics_.waited(std::chrono::steady_clock::now() - asked);
         metrics_.admitted();
